@@ -1,0 +1,145 @@
+//! The command line, described and nothing more: actions live in `cmd`, defaults in `settings`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hardbox",
+    version,
+    about = "Hardened images and agent sandboxes",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Store root (default: $HARDBOX_ROOT, /var/lib/hardbox as root, else $XDG_DATA_HOME/hardbox)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage images in the local store
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Store maintenance
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Print version information
+    Version(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI image layout directory, an OCI archive or a docker-archive tar
+    Import(ImportArgs),
+    /// Export an image as an OCI layout directory, OCI archive or docker-archive tar
+    Export(ExportArgs),
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+    /// Show an image's manifest, config and layers
+    Inspect(InspectArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Remove image names, and the blobs no other image uses
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Unpack an image's layers into a new directory
+    Unpack(UnpackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An OCI layout directory, an OCI archive (.tar) or a docker-archive (.tar)
+    pub source: PathBuf,
+    /// Name to give the image (default: the names recorded in the source)
+    #[arg(long, short = 't')]
+    pub tag: Option<String>,
+    /// Platform to pick from a multi-platform index (default: this host's), e.g. linux/arm64
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print the imported images as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    OciDir,
+    OciArchive,
+    DockerArchive,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Image name or digest
+    pub reference: String,
+    #[arg(long, value_enum, default_value = "oci-archive")]
+    pub format: ExportFormat,
+    /// Where to write (must not exist)
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image name or digest
+    pub reference: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image name or digest
+    pub source: String,
+    /// New name
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Image names or digests
+    #[arg(required = true)]
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// Image name or digest
+    pub reference: String,
+    /// Directory to create with the image's filesystem (must not exist, or be empty)
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Limits that stop decompression and archive bombs.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest total size of files an image may unpack to, in bytes
+    #[arg(long, env = "HARDBOX_MAX_UNPACK_BYTES", default_value_t = 64 << 30)]
+    pub max_unpack_bytes: u64,
+    /// Largest number of entries an image may hold
+    #[arg(long, env = "HARDBOX_MAX_UNPACK_ENTRIES", default_value_t = 4_000_000)]
+    pub max_unpack_entries: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Remove blobs no image refers to, and leftovers of interrupted commands
+    Gc(JsonFlag),
+    /// Verify every blob and reference in the store; exits non-zero on damage
+    Fsck(JsonFlag),
+}

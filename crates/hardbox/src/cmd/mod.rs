@@ -1,0 +1,32 @@
+//! One module per verb group; each takes parsed arguments, resolves them and acts.
+
+mod image;
+mod system;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::{exit, output};
+
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Image(command) => image::run(cli.root, command),
+        Command::System(command) => system::run(cli.root, command),
+        Command::Version(flags) => version(flags.json),
+    }
+}
+
+/// The exit code for an error that reached the top.
+pub fn exit_code_for(_err: &anyhow::Error) -> u8 {
+    exit::ERROR
+}
+
+fn version(json: bool) -> Result<u8> {
+    let version = env!("CARGO_PKG_VERSION");
+    if json {
+        output::json(&serde_json::json!({ "version": version }))?;
+    } else {
+        output::line(&format!("hardbox {version}"))?;
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,1 @@
+//! Applies OCI image layers to a directory.

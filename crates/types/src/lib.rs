@@ -1,0 +1,8 @@
+//! Pure data shared across hardbox crates.
+//!
+//! This crate does no I/O. It holds the small vocabulary that several crates of the same layer
+//! must agree on, starting with content digests.
+
+mod digest;
+
+pub use digest::{Digest, DigestError, Sha256Writer};
