@@ -1,0 +1,1 @@
+//! The TOML sandbox policy model (in progress).
