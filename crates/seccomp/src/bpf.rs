@@ -170,7 +170,7 @@ pub(crate) mod interpreter {
                 _ => {
                     let index = ((offset - OFFSET_ARGUMENTS) / 8) as usize;
                     let value = arguments[index];
-                    if (offset - OFFSET_ARGUMENTS) % 8 == 0 {
+                    if (offset - OFFSET_ARGUMENTS) & 7 == 0 {
                         value as u32
                     } else {
                         (value >> 32) as u32

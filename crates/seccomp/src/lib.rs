@@ -333,7 +333,8 @@ mod tests {
             );
             let syscall = syscalls::lookup(rule.syscall);
             assert!(
-                syscall.is_some_and(|syscall| syscall.x86_64.is_some() || syscall.aarch64.is_some()),
+                syscall
+                    .is_some_and(|syscall| syscall.x86_64.is_some() || syscall.aarch64.is_some()),
                 "rule names {} which has no number",
                 rule.syscall
             );
@@ -446,8 +447,14 @@ mod tests {
     #[test]
     fn x86_64_only_syscalls_are_denied_on_x86_64() {
         assert_eq!(verdict(Arch::X86_64, "iopl", [0; 6]), EPERM);
-        assert_eq!(verdict(Arch::X86_64, "mknod", [0, 0o020_600, 0, 0, 0, 0]), EPERM);
-        assert_eq!(verdict(Arch::X86_64, "mknod", [0, 0o010_600, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            verdict(Arch::X86_64, "mknod", [0, 0o020_600, 0, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(
+            verdict(Arch::X86_64, "mknod", [0, 0o010_600, 0, 0, 0, 0]),
+            ALLOW
+        );
     }
 
     #[test]

@@ -111,10 +111,16 @@ mod tests {
     fn names_and_numbers_are_unique_per_architecture() {
         let names: BTreeSet<_> = SYSCALLS.iter().map(|syscall| syscall.name).collect();
         assert_eq!(names.len(), SYSCALLS.len());
-        let x86_64: Vec<_> = SYSCALLS.iter().filter_map(|syscall| syscall.x86_64).collect();
+        let x86_64: Vec<_> = SYSCALLS
+            .iter()
+            .filter_map(|syscall| syscall.x86_64)
+            .collect();
         let unique: BTreeSet<_> = x86_64.iter().collect();
         assert_eq!(unique.len(), x86_64.len());
-        let aarch64: Vec<_> = SYSCALLS.iter().filter_map(|syscall| syscall.aarch64).collect();
+        let aarch64: Vec<_> = SYSCALLS
+            .iter()
+            .filter_map(|syscall| syscall.aarch64)
+            .collect();
         let unique: BTreeSet<_> = aarch64.iter().collect();
         assert_eq!(unique.len(), aarch64.len());
     }
