@@ -441,6 +441,37 @@ impl Policy {
     }
 }
 
+/// [`Filesystem`] with every path expanded, ready for the launcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpandedFilesystem {
+    /// Expanded `read`.
+    pub read: Vec<std::path::PathBuf>,
+    /// Expanded `write`.
+    pub write: Vec<std::path::PathBuf>,
+    /// Expanded `hide` (`unhide` is already applied).
+    pub hide: Vec<std::path::PathBuf>,
+}
+
+impl Filesystem {
+    /// Expands every path with `variables` (see [`expand_path`]).
+    ///
+    /// # Errors
+    ///
+    /// The first [`ExpandError`], for a path whose variable is missing or relative.
+    pub fn expand(&self, variables: PathVariables<'_>) -> Result<ExpandedFilesystem, ExpandError> {
+        let expand = |list: &[PolicyPath]| {
+            list.iter()
+                .map(|path| expand_path(path, variables))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(ExpandedFilesystem {
+            read: expand(&self.read)?,
+            write: expand(&self.write)?,
+            hide: expand(&self.hide)?,
+        })
+    }
+}
+
 impl Environment {
     /// Whether host variable `name` passes into the sandbox.
     pub fn allows(&self, name: &str) -> bool {

@@ -317,3 +317,29 @@ fn environment_allows_by_pattern() {
     assert!(!environment.allows("AWS_SECRET_ACCESS_KEY"));
     assert!(!environment.allows("PATHEXT"));
 }
+
+#[test]
+fn filesystem_expands_with_the_given_variables() {
+    let variables = PathVariables {
+        home: Some(std::path::Path::new("/home/ada")),
+        workspace: Some(std::path::Path::new("/src/app")),
+    };
+    let expanded = Policy::default().filesystem.expand(variables).unwrap();
+    let strings = |list: &[std::path::PathBuf]| -> Vec<String> {
+        list.iter().map(|path| path.display().to_string()).collect()
+    };
+    assert_eq!(strings(&expanded.read), ["/"]);
+    assert_eq!(strings(&expanded.write), ["/src/app", "/tmp"]);
+    assert_eq!(
+        expanded.hide.first().map(|path| path.display().to_string()),
+        Some("/home/ada/.ssh".to_owned())
+    );
+    let no_workspace = PathVariables {
+        workspace: None,
+        ..variables
+    };
+    assert!(matches!(
+        Policy::default().filesystem.expand(no_workspace),
+        Err(ExpandError::NoWorkspace { .. })
+    ));
+}
