@@ -1,11 +1,74 @@
-//! `hardbox system ...`
+//! `hardbox system ...`: store maintenance, printing what `oci::Store::gc` and `fsck` report.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use oci::Store;
 
 use crate::cli::SystemCommand;
+use crate::cmd::image::human_size;
+use crate::{exit, output, settings};
 
-pub fn run(_root: Option<PathBuf>, _command: SystemCommand) -> Result<u8> {
-    bail!("system commands are not built yet")
+pub fn run(root: Option<PathBuf>, command: SystemCommand) -> Result<u8> {
+    let root = settings::store_root(root)?;
+    let store = Store::open(&root)?;
+    match command {
+        SystemCommand::Gc(flags) => {
+            let report = store.gc()?;
+            if flags.json {
+                output::json(&report)?;
+            } else {
+                output::line(&format!(
+                    "removed {} unreferenced blobs ({}) and {} leftovers in tmp/ ({})",
+                    report.blobs_removed,
+                    human_size(report.blob_bytes_freed),
+                    report.tmp_removed,
+                    human_size(report.tmp_bytes_freed)
+                ))?;
+            }
+            Ok(exit::OK)
+        }
+        SystemCommand::Fsck(flags) => {
+            let report = store.fsck()?;
+            if flags.json {
+                output::json(&report)?;
+            } else {
+                for problem in &report.problems {
+                    output::line(&format!("damage: {problem}"))?;
+                }
+                for digest in &report.unreferenced_blobs {
+                    output::info(&format!("info: unreferenced blob {digest}"));
+                }
+                for name in &report.tmp_leftovers {
+                    output::info(&format!("info: leftover tmp/{name}"));
+                }
+                for name in &report.stray_files {
+                    output::info(&format!("info: stray file blobs/sha256/{name}"));
+                }
+                if !report.unreferenced_blobs.is_empty() || !report.tmp_leftovers.is_empty() {
+                    output::info(
+                        "info: 'hardbox system gc' removes unreferenced blobs and leftovers",
+                    );
+                }
+                output::line(&format!(
+                    "checked {} blobs and {} images: {}",
+                    report.blobs_checked,
+                    report.images_checked,
+                    if report.is_clean() {
+                        "no damage".to_owned()
+                    } else {
+                        format!("{} problems", report.problems.len())
+                    }
+                ))?;
+            }
+            if report.is_clean() {
+                Ok(exit::OK)
+            } else {
+                output::info(
+                    "hint: remove the damaged images with 'hardbox image rm' and import them again",
+                );
+                Ok(exit::ERROR)
+            }
+        }
+    }
 }

@@ -1,0 +1,240 @@
+//! `image unpack`: an image's layers applied, bottom first, into a new directory.
+//!
+//! Guarantees: the target is either left as it was (absent or empty) or replaced by the complete
+//! tree. Layers are applied into a hidden staging sibling, each layer's digest (as streamed) is
+//! compared with the manifest and its diff_id with the config's `rootfs.diff_ids`, and only then
+//! is the staging directory renamed onto the target. On any error the staging directory is
+//! removed. Writes stay inside the staging directory (the `layer` crate's guarantee).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+use fsutil::LockMode;
+use serde::Serialize;
+use types::Digest;
+
+use crate::error::BlobError;
+use crate::images::ReadImageError;
+use crate::store::Store;
+
+/// What `image unpack` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnpackReport {
+    pub digest: Digest,
+    pub layers: usize,
+    pub entries: u64,
+    pub bytes: u64,
+    #[serde(skip)]
+    pub warnings: Vec<layer::Warning>,
+}
+
+/// Why an unpack failed. The target directory is left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("{path} exists and is not an empty directory")]
+    TargetNotEmpty { path: PathBuf },
+    #[error("failed to prepare {path}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Read(#[from] ReadImageError),
+    #[error("failed to unpack image {digest}")]
+    Blob { digest: Digest, source: BlobError },
+    #[error("failed to unpack image {digest}")]
+    Layer {
+        digest: Digest,
+        source: layer::LayerError,
+    },
+    #[error("layer {layer} of image {image} has content with digest {actual}")]
+    LayerDigest {
+        image: Digest,
+        layer: Digest,
+        actual: Digest,
+    },
+    #[error("layer {layer} of image {image} has diff_id {actual} but its config says {expected}")]
+    DiffId {
+        image: Digest,
+        layer: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+}
+
+impl From<crate::error::StoreError> for UnpackError {
+    fn from(e: crate::error::StoreError) -> UnpackError {
+        UnpackError::Read(ReadImageError::Store(e))
+    }
+}
+
+/// Removes the staging directory unless it was renamed into place.
+struct Staging {
+    path: PathBuf,
+    done: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Whether `dir` is absent, or an empty directory (not a symlink to one).
+fn target_is_free(dir: &Path) -> Result<bool, UnpackError> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(source) => Err(UnpackError::Write {
+            path: dir.to_owned(),
+            source,
+        }),
+        Ok(meta) if meta.is_dir() => {
+            let mut entries = fs::read_dir(dir).map_err(|source| UnpackError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
+            Ok(entries.next().is_none())
+        }
+        Ok(_) => Ok(false),
+    }
+}
+
+impl Store {
+    /// Unpacks the image `reference` names into `dir`, which must not exist or be empty.
+    pub fn unpack(
+        &self,
+        reference: &str,
+        dir: &Path,
+        options: layer::Options,
+    ) -> Result<UnpackReport, UnpackError> {
+        if !target_is_free(dir)? {
+            return Err(UnpackError::TargetNotEmpty {
+                path: dir.to_owned(),
+            });
+        }
+        let _lock = self.lock_store(LockMode::Shared)?;
+        let (image, _) = self.load_reference(reference)?;
+        let image_digest = image.descriptor.digest.clone();
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "rootfs".to_owned());
+        let staging = Staging {
+            path: parent.join(fsutil::unique_name(&format!(".{name}.unpack-"))),
+            done: false,
+        };
+        let prepare_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| UnpackError::Write { path, source }
+        };
+        fs::create_dir(&staging.path).map_err(prepare_error(&staging.path))?;
+        let mut applier =
+            layer::Applier::new(&staging.path, options).map_err(prepare_error(&staging.path))?;
+        let mut report = UnpackReport {
+            digest: image_digest.clone(),
+            layers: image.manifest.layers.len(),
+            entries: 0,
+            bytes: 0,
+            warnings: Vec::new(),
+        };
+        let blob_error = |source| UnpackError::Blob {
+            digest: image_digest.clone(),
+            source,
+        };
+        for (layer, diff_id) in image
+            .manifest
+            .layers
+            .iter()
+            .zip(&image.config.rootfs.diff_ids)
+        {
+            let compression =
+                layer::Compression::from_media_type(&layer.media_type).ok_or_else(|| {
+                    blob_error(BlobError::UnknownMediaType {
+                        kind: "layer",
+                        digest: layer.digest.clone(),
+                        media_type: layer.media_type.clone(),
+                    })
+                })?;
+            let mut file = self.open_blob("layer", layer).map_err(blob_error)?;
+            let size = file
+                .metadata()
+                .map_err(|source| {
+                    blob_error(BlobError::Read {
+                        kind: "layer",
+                        digest: layer.digest.clone(),
+                        path: self.blob_path(&layer.digest),
+                        source,
+                    })
+                })?
+                .len();
+            if size != layer.size {
+                return Err(blob_error(BlobError::SizeMismatch {
+                    kind: "layer",
+                    digest: layer.digest.clone(),
+                    expected: layer.size,
+                    actual: size,
+                }));
+            }
+            let stats = applier
+                .apply(&mut file, &layer.digest, compression)
+                .map_err(|source| UnpackError::Layer {
+                    digest: image_digest.clone(),
+                    source,
+                })?;
+            if stats.digest != layer.digest {
+                return Err(UnpackError::LayerDigest {
+                    image: image_digest.clone(),
+                    layer: layer.digest.clone(),
+                    actual: stats.digest,
+                });
+            }
+            if stats.diff_id != *diff_id {
+                return Err(UnpackError::DiffId {
+                    image: image_digest.clone(),
+                    layer: layer.digest.clone(),
+                    expected: diff_id.clone(),
+                    actual: stats.diff_id,
+                });
+            }
+            report.entries += stats.entries;
+            report.bytes += stats.bytes;
+            report.warnings.extend(stats.warnings);
+        }
+        applier.finish().map_err(|source| UnpackError::Layer {
+            digest: image_digest.clone(),
+            source,
+        })?;
+        place(&staging, dir)?;
+        let mut staging = staging;
+        staging.done = true;
+        fsutil::sync_dir(&parent).map_err(prepare_error(&parent))?;
+        Ok(report)
+    }
+}
+
+/// Renames the staging directory onto `dir`: replacing an empty directory, or creating `dir`
+/// without replacing anything that appeared meanwhile.
+fn place(staging: &Staging, dir: &Path) -> Result<(), UnpackError> {
+    let exists = fs::symlink_metadata(dir).is_ok();
+    let flags = if exists {
+        // rename(2) replaces a directory only when it is empty.
+        rustix::fs::RenameFlags::empty()
+    } else {
+        rustix::fs::RenameFlags::NOREPLACE
+    };
+    rustix::fs::renameat_with(rustix::fs::CWD, &staging.path, rustix::fs::CWD, dir, flags).map_err(
+        |e| match e {
+            rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => UnpackError::TargetNotEmpty {
+                path: dir.to_owned(),
+            },
+            other => UnpackError::Write {
+                path: dir.to_owned(),
+                source: other.into(),
+            },
+        },
+    )
+}
