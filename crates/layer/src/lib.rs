@@ -1,11 +1,21 @@
-//! Applies OCI image layers to a directory.
+//! Applies OCI image layers (tar, tar+gzip, tar+zstd) to a directory.
 //!
-//! (API skeleton: the implementation replaces the bodies; the public names and signatures are the
-//! contract the `oci` crate builds on.)
+//! This crate exists so that unpacking an image can never write outside its target, whatever
+//! the layer contains: `..` and absolute names are refused before any filesystem access, symlinks
+//! in the layer (absolute or relative) resolve inside the root as under `chroot`, hardlinks and
+//! whiteouts cannot reach out of it, and archive and decompression bombs stop at [`Limits`]
+//! before their data is written. It also computes the layer's digest and diff ID while reading,
+//! and applies OCI whiteouts either by deleting (a flattened tree) or by keeping them in
+//! overlayfs form (one directory per layer).
 
-use std::io::Read;
-use std::path::Path;
+mod applier;
+mod error;
+mod names;
+mod tarstream;
+mod tree;
 
+pub use applier::Applier;
+pub use error::LayerError;
 use types::Digest;
 
 /// How a layer blob is compressed.
@@ -137,41 +147,3 @@ pub struct LayerStats {
     pub warnings: Vec<Warning>,
 }
 
-/// Why a layer could not be applied. Every variant names the layer, and the entry where one is
-/// involved.
-#[derive(Debug, thiserror::Error)]
-pub enum LayerError {
-    #[error("failed to apply layer {layer}: not implemented")]
-    NotImplemented { layer: Digest },
-}
-
-/// Applies layers, bottom first, to one root directory.
-#[derive(Debug)]
-pub struct Applier {
-    _options: Options,
-}
-
-impl Applier {
-    /// Opens `root` (which must exist and be a directory) for applying layers.
-    pub fn new(_root: &Path, options: Options) -> std::io::Result<Applier> {
-        Ok(Applier { _options: options })
-    }
-
-    /// Applies one layer read from `blob`. `layer` is used to name the layer in errors and
-    /// warnings; the whole of `blob` is read (so [`LayerStats::digest`] covers all of it).
-    pub fn apply(
-        &mut self,
-        _blob: &mut dyn Read,
-        layer: &Digest,
-        _compression: Compression,
-    ) -> Result<LayerStats, LayerError> {
-        Err(LayerError::NotImplemented {
-            layer: layer.clone(),
-        })
-    }
-
-    /// Finishes: sets directory times that adding entries disturbed.
-    pub fn finish(self) -> Result<(), LayerError> {
-        Ok(())
-    }
-}

@@ -1,0 +1,1026 @@
+//! Applying layer streams entry by entry to a root directory.
+//!
+//! Guarantees: nothing is created, changed or removed outside the root, whatever the layer
+//! contains. Entry names are checked lexically first ([`crate::names`]); parent directories are
+//! then reached only through [`crate::tree::resolve_dir`] (in-root resolution) and the final
+//! component is acted on with calls that never follow it. A cached parent descriptor is dropped
+//! whenever a directory or symlink is removed, so a stale descriptor never outlives what it named.
+//! Limits are checked before data is written; the blob is read to its end so both digests cover
+//! all of it.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
+use rustix::io::Errno;
+use types::{Digest, Sha256Writer};
+
+use crate::error::LayerError;
+use crate::names::{self, EntryPath, NameProblem, WhiteoutKind};
+use crate::tarstream::{EntryHeader, Kind, TarError, TarReader, Time};
+use crate::tree;
+use crate::{Compression, Devices, LayerStats, Options, Ownership, Warning, Whiteouts};
+
+/// Size of the buffer the uncompressed tar stream is read through; file data is written from it
+/// directly.
+const BUFFER: usize = 1 << 20;
+/// Parent directory descriptors kept between entries.
+const MAX_CACHED_PARENTS: usize = 256;
+const OWNER_XATTR: &str = "user.hardbox.owner";
+
+/// Metadata of a directory, set by [`Applier::finish`] because adding children changes it.
+#[derive(Debug)]
+struct DirectoryMetadata {
+    layer: Digest,
+    entry: String,
+    mtime: Time,
+    atime: Time,
+    /// The mode to set at the end, when it was relaxed to `u+rwx` while applying (not root).
+    final_mode: Option<u32>,
+}
+
+/// Applies layers, bottom first, to one root directory.
+#[derive(Debug)]
+pub struct Applier {
+    options: Options,
+    root_path: PathBuf,
+    root: OwnedFd,
+    privileged: bool,
+    total_entries: u64,
+    total_bytes: u64,
+    directories: HashMap<Vec<u8>, DirectoryMetadata>,
+    parents: HashMap<Vec<u8>, Arc<OwnedFd>>,
+}
+
+/// Hashes what is read through it; notes whether the inner reader failed.
+struct HashingReader<'a, R> {
+    inner: R,
+    hasher: Option<Sha256Writer>,
+    failed: &'a Cell<bool>,
+}
+
+impl<'a, R: Read> HashingReader<'a, R> {
+    fn new(inner: R, hash: bool, failed: &'a Cell<bool>) -> Self {
+        HashingReader {
+            inner,
+            hasher: hash.then(Sha256Writer::new),
+            failed,
+        }
+    }
+
+    fn digest(self) -> Option<Digest> {
+        self.hasher.map(|h| h.finish().0)
+    }
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                if let Some(hasher) = &mut self.hasher {
+                    hasher.update(&buf[..n]);
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.failed.set(true);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn timespec(time: Time) -> Timespec {
+    Timespec {
+        tv_sec: time.seconds,
+        tv_nsec: time.nanoseconds.into(),
+    }
+}
+
+fn timestamps(mtime: Time, atime: Time) -> Timestamps {
+    Timestamps {
+        last_access: timespec(atime),
+        last_modification: timespec(mtime),
+    }
+}
+
+fn mode(bits: u32) -> Mode {
+    Mode::from_raw_mode(bits)
+}
+
+impl Applier {
+    /// Opens `root` (which must exist and be a directory) for applying layers.
+    pub fn new(root: &Path, options: Options) -> io::Result<Applier> {
+        let fd = rfs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("failed to open root directory {}: {e}", root.display()),
+            )
+        })?;
+        Ok(Applier {
+            options,
+            root_path: root.to_path_buf(),
+            root: fd,
+            privileged: rustix::process::geteuid().is_root(),
+            total_entries: 0,
+            total_bytes: 0,
+            directories: HashMap::new(),
+            parents: HashMap::new(),
+        })
+    }
+
+    /// The directory layers are applied to.
+    pub fn root(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Applies one layer read from `blob`. `layer` is used to name the layer in errors and
+    /// warnings; the whole of `blob` is read (so [`LayerStats::digest`] covers all of it).
+    /// On error the root is left partly applied; callers apply into a staging directory.
+    pub fn apply(
+        &mut self,
+        blob: &mut dyn Read,
+        layer: &Digest,
+        compression: Compression,
+    ) -> Result<LayerStats, LayerError> {
+        let blob_failed = Cell::new(false);
+        let mut raw = HashingReader::new(blob, true, &blob_failed);
+        let mut run = LayerRun {
+            applier: self,
+            layer,
+            compression,
+            blob_failed: &blob_failed,
+            created: HashSet::new(),
+            touched: HashSet::new(),
+            warnings: Vec::new(),
+            entries: 0,
+            bytes: 0,
+            last_entry: String::new(),
+        };
+        let diff_id = match compression {
+            Compression::None => run.apply_stream(&mut raw, false)?,
+            Compression::Gzip => {
+                run.apply_stream(flate2::read::MultiGzDecoder::new(&mut raw), true)?
+            }
+            Compression::Zstd => {
+                let decoder = zstd::stream::read::Decoder::new(&mut raw)
+                    .map_err(|source| run.read_error(source))?;
+                run.apply_stream(decoder, true)?
+            }
+        };
+        io::copy(&mut raw, &mut io::sink()).map_err(|source| LayerError::ReadBlob {
+            layer: layer.clone(),
+            source,
+        })?;
+        let LayerRun {
+            warnings,
+            entries,
+            bytes,
+            ..
+        } = run;
+        let digest = raw.digest().unwrap_or_else(|| Digest::of(b""));
+        Ok(LayerStats {
+            diff_id: diff_id.unwrap_or_else(|| digest.clone()),
+            digest,
+            entries,
+            bytes,
+            warnings,
+        })
+    }
+
+    /// Finishes: sets directory times (and, when not root, the modes relaxed while applying)
+    /// that adding entries disturbed. Directories removed or replaced since are skipped.
+    pub fn finish(mut self) -> Result<(), LayerError> {
+        let mut directories: Vec<_> = self.directories.drain().collect();
+        // Children first, so a parent made unsearchable (non-root) comes last.
+        directories.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        for (path, metadata) in directories {
+            let fail = |operation, errno: Errno| LayerError::Io {
+                layer: metadata.layer.clone(),
+                entry: metadata.entry.clone(),
+                operation,
+                source: errno.into(),
+            };
+            let Ok(path) = EntryPath::parse(&path) else {
+                continue;
+            };
+            let parent = match tree::resolve_dir(&self.root, &names::join(path.parent_components()))
+            {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR) => continue,
+                Err(e) => return Err(fail("open parent directory", e)),
+            };
+            let name = path.file_name().unwrap_or(b".");
+            match tree::stat(&parent, name) {
+                Ok(Some(stat)) if tree::is_dir(&stat) => {}
+                Ok(_) => continue,
+                Err(e) => return Err(fail("inspect directory", e)),
+            }
+            if let Some(bits) = metadata.final_mode {
+                let fd = tree::open_dir(&parent, name).map_err(|e| fail("open directory", e))?;
+                rfs::fchmod(&fd, mode(bits)).map_err(|e| fail("set directory mode", e))?;
+            }
+            rfs::utimensat(
+                &parent,
+                name,
+                &timestamps(metadata.mtime, metadata.atime),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| fail("set directory times", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// State of applying one layer.
+struct LayerRun<'a> {
+    applier: &'a mut Applier,
+    layer: &'a Digest,
+    compression: Compression,
+    blob_failed: &'a Cell<bool>,
+    /// Paths the current layer created (for opaque whiteouts and same-layer whiteouts).
+    created: HashSet<Vec<u8>>,
+    /// `created` plus all their ancestors.
+    touched: HashSet<Vec<u8>>,
+    warnings: Vec<Warning>,
+    entries: u64,
+    bytes: u64,
+    last_entry: String,
+}
+
+impl LayerRun<'_> {
+    fn layer(&self) -> Digest {
+        self.layer.clone()
+    }
+
+    fn compression_name(&self) -> Option<&'static str> {
+        match self.compression {
+            Compression::None => None,
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+        }
+    }
+
+    fn read_error(&self, source: io::Error) -> LayerError {
+        match self.compression_name() {
+            Some(compression) if !self.blob_failed.get() => LayerError::CorruptStream {
+                layer: self.layer(),
+                compression,
+                source,
+            },
+            _ => LayerError::ReadBlob {
+                layer: self.layer(),
+                source,
+            },
+        }
+    }
+
+    fn tar_error(&self, error: TarError) -> LayerError {
+        let layer = self.layer();
+        let after = self.last_entry.clone();
+        match error {
+            TarError::Read(source) => self.read_error(source),
+            TarError::Truncated => match self.compression_name() {
+                Some(compression) => LayerError::CorruptStream {
+                    layer,
+                    compression,
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream ends inside the tar archive",
+                    ),
+                },
+                None => LayerError::TruncatedTar { layer, after },
+            },
+            TarError::Checksum => LayerError::BadChecksum { layer, after },
+            TarError::BadField(field) => LayerError::BadHeaderField {
+                layer,
+                after,
+                field,
+            },
+            TarError::ExtensionTooLarge { size, limit } => LayerError::ExtensionTooLarge {
+                layer,
+                after,
+                size,
+                limit,
+            },
+            TarError::BadPax => LayerError::BadPaxHeader { layer, after },
+            TarError::DanglingExtension => LayerError::DanglingExtension { layer, after },
+        }
+    }
+
+    fn fail(&self, entry: &str, operation: &'static str, errno: Errno) -> LayerError {
+        match errno {
+            Errno::LOOP => LayerError::SymlinkLoop {
+                layer: self.layer(),
+                entry: entry.to_owned(),
+            },
+            _ => LayerError::Io {
+                layer: self.layer(),
+                entry: entry.to_owned(),
+                operation,
+                source: errno.into(),
+            },
+        }
+    }
+
+    fn warn(&mut self, entry: &str, message: String) {
+        self.warnings.push(Warning {
+            layer: self.layer(),
+            entry: entry.to_owned(),
+            message,
+        });
+    }
+
+    /// Reads the (decompressed) tar stream to its end, applying entries; returns the digest of
+    /// the stream when `hash` (the caller hashes an uncompressed blob itself).
+    fn apply_stream<D: Read>(
+        &mut self,
+        decoded: D,
+        hash: bool,
+    ) -> Result<Option<Digest>, LayerError> {
+        let decoder_failed = Cell::new(false);
+        let hashing = HashingReader::new(decoded, hash, &decoder_failed);
+        let mut tar = TarReader::new(BufReader::with_capacity(BUFFER, hashing));
+        loop {
+            let header = match tar.next_header() {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(e) => return Err(self.tar_error(e)),
+            };
+            let entry = String::from_utf8_lossy(&header.name).into_owned();
+            self.count_entry(&entry)?;
+            self.apply_entry(&header, &entry, &mut tar)?;
+            self.last_entry = entry;
+        }
+        // Whatever follows the end-of-archive blocks (padding) is part of both digests.
+        let mut rest = tar.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| self.read_error(e))?;
+        Ok(rest.into_inner().digest())
+    }
+
+    fn count_entry(&mut self, entry: &str) -> Result<(), LayerError> {
+        let limit = self.applier.options.limits.max_entries;
+        if self.applier.total_entries >= limit {
+            return Err(LayerError::TooManyEntries {
+                layer: self.layer(),
+                entry: entry.to_owned(),
+                limit,
+            });
+        }
+        self.applier.total_entries += 1;
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn parse_name(&self, raw: &[u8], entry: &str) -> Result<EntryPath, LayerError> {
+        EntryPath::parse(raw).map_err(|problem| {
+            let layer = self.layer();
+            let entry = entry.to_owned();
+            match problem {
+                NameProblem::Absolute => LayerError::AbsolutePath { layer, entry },
+                NameProblem::DotDot => LayerError::EscapesRoot { layer, entry },
+                NameProblem::Nul => LayerError::NulInName { layer, entry },
+                NameProblem::TooLong => LayerError::NameTooLong {
+                    layer,
+                    entry,
+                    limit: names::MAX_NAME,
+                },
+            }
+        })
+    }
+
+    fn apply_entry<R: BufRead>(
+        &mut self,
+        header: &EntryHeader,
+        entry: &str,
+        tar: &mut TarReader<R>,
+    ) -> Result<(), LayerError> {
+        let path = self.parse_name(&header.name, entry)?;
+        if let Some(file_name) = path.file_name() {
+            match names::whiteout_kind(file_name) {
+                WhiteoutKind::None => {}
+                WhiteoutKind::Opaque => return self.opaque_whiteout(&path, entry),
+                WhiteoutKind::Delete(name) => {
+                    return self.whiteout(&path.with_file_name(&name), entry)
+                }
+                WhiteoutKind::Metadata => {
+                    self.warn(entry, "whiteout metadata entry skipped".to_owned());
+                    return Ok(());
+                }
+                WhiteoutKind::Invalid => {
+                    return Err(LayerError::InvalidWhiteout {
+                        layer: self.layer(),
+                        entry: entry.to_owned(),
+                    })
+                }
+            }
+        }
+        if path.is_root() && header.kind != Kind::Directory {
+            return Err(self.fail(entry, "replace the root directory", Errno::ISDIR));
+        }
+        let created = match header.kind {
+            Kind::Regular => self.regular(&path, header, entry, tar)?,
+            Kind::Directory => self.directory(&path, header, entry)?,
+            Kind::Symlink => self.symlink(&path, header, entry)?,
+            Kind::Hardlink => self.hardlink(&path, header, entry)?,
+            Kind::CharDevice | Kind::BlockDevice => self.device(&path, header, entry)?,
+            Kind::Fifo => self.special(&path, header, entry, FileType::Fifo, 0)?,
+            Kind::Sparse => {
+                return Err(LayerError::SparseFile {
+                    layer: self.layer(),
+                    entry: entry.to_owned(),
+                })
+            }
+            Kind::Other(flag) => {
+                self.warn(
+                    entry,
+                    format!("entry type {:?} is not supported; skipped", char::from(flag)),
+                );
+                false
+            }
+        };
+        if created {
+            self.mark_created(&path);
+        }
+        Ok(())
+    }
+
+    fn mark_created(&mut self, path: &EntryPath) {
+        self.created.insert(path.joined());
+        let components = path.components();
+        for n in (1..=components.len()).rev() {
+            if !self.touched.insert(names::join(&components[..n])) {
+                break;
+            }
+        }
+    }
+
+    fn invalidate_parents(&mut self) {
+        self.applier.parents.clear();
+    }
+
+    /// Removes whatever is at `name` in `parent`, dropping cached parents if it could have been
+    /// on the way to one (a directory or a symlink).
+    fn remove_existing(
+        &mut self,
+        parent: &OwnedFd,
+        name: &[u8],
+        entry: &str,
+    ) -> Result<(), LayerError> {
+        let stat = tree::stat(parent, name).map_err(|e| self.fail(entry, "inspect existing", e))?;
+        let Some(stat) = stat else {
+            return Ok(());
+        };
+        let file_type = FileType::from_raw_mode(stat.st_mode);
+        if matches!(file_type, FileType::Directory | FileType::Symlink) {
+            self.invalidate_parents();
+        }
+        tree::remove(parent, name).map_err(|e| self.fail(entry, "remove existing", e))
+    }
+
+    /// Runs `make`, and once more after removing what is in the way if the name exists.
+    fn create<T>(
+        &mut self,
+        parent: &OwnedFd,
+        name: &[u8],
+        entry: &str,
+        operation: &'static str,
+        make: impl Fn(&OwnedFd, &[u8]) -> Result<T, Errno>,
+    ) -> Result<T, LayerError> {
+        match make(parent, name) {
+            Ok(value) => Ok(value),
+            Err(Errno::EXIST) => {
+                self.remove_existing(parent, name, entry)?;
+                make(parent, name).map_err(|e| self.fail(entry, operation, e))
+            }
+            Err(e) => Err(self.fail(entry, operation, e)),
+        }
+    }
+
+    /// The directory that will hold `path`, creating missing ones (0755, owned by root as the
+    /// ownership mode maps it).
+    fn parent_of(&mut self, path: &EntryPath, entry: &str) -> Result<Arc<OwnedFd>, LayerError> {
+        let key = names::join(path.parent_components());
+        if let Some(fd) = self.applier.parents.get(&key) {
+            return Ok(Arc::clone(fd));
+        }
+        let fd = match tree::resolve_dir(&self.applier.root, &key) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => self.create_parents(path.parent_components(), entry)?,
+            Err(e) => return Err(self.parent_error(entry, e)),
+        };
+        if self.applier.parents.len() >= MAX_CACHED_PARENTS {
+            self.applier.parents.clear();
+        }
+        let fd = Arc::new(fd);
+        self.applier.parents.insert(key, Arc::clone(&fd));
+        Ok(fd)
+    }
+
+    fn parent_error(&self, entry: &str, errno: Errno) -> LayerError {
+        match errno {
+            Errno::NOTDIR => LayerError::ParentNotDirectory {
+                layer: self.layer(),
+                entry: entry.to_owned(),
+            },
+            e => self.fail(entry, "open parent directory", e),
+        }
+    }
+
+    fn create_parents(
+        &mut self,
+        components: &[Vec<u8>],
+        entry: &str,
+    ) -> Result<OwnedFd, LayerError> {
+        let root = &self.applier.root;
+        let mut current =
+            tree::resolve_dir(root, b".").map_err(|e| self.parent_error(entry, e))?;
+        for n in 1..=components.len() {
+            let prefix = names::join(&components[..n]);
+            match tree::resolve_dir(&self.applier.root, &prefix) {
+                Ok(fd) => current = fd,
+                Err(Errno::NOENT) => {
+                    let name = &components[n - 1];
+                    match rfs::mkdirat(&current, name.as_slice(), mode(0o755)) {
+                        Ok(()) => {
+                            let (uid, gid) = (0, 0);
+                            let owner = self.owner(uid, gid, entry)?;
+                            let fd = tree::open_dir(&current, name)
+                                .map_err(|e| self.fail(entry, "open parent directory", e))?;
+                            if let Some((uid, gid)) = owner {
+                                rfs::fchown(&fd, Some(uid), Some(gid))
+                                    .map_err(|e| self.fail(entry, "set parent owner", e))?;
+                            }
+                            rfs::fchmod(&fd, mode(0o755))
+                                .map_err(|e| self.fail(entry, "set parent mode", e))?;
+                        }
+                        Err(Errno::EXIST) => {}
+                        Err(e) => return Err(self.fail(entry, "create parent directory", e)),
+                    }
+                    current = tree::resolve_dir(&self.applier.root, &prefix)
+                        .map_err(|e| self.parent_error(entry, e))?;
+                }
+                Err(e) => return Err(self.parent_error(entry, e)),
+            }
+        }
+        Ok(current)
+    }
+
+    /// The owner to set for the layer's ids, `None` when owners are only recorded.
+    fn owner(&self, uid: u64, gid: u64, entry: &str) -> Result<Option<(Uid, Gid)>, LayerError> {
+        let out_of_range = |which, id, size| LayerError::IdOutOfRange {
+            layer: self.layer(),
+            entry: entry.to_owned(),
+            which,
+            id,
+            size,
+        };
+        // u32::MAX is -1, "leave unchanged", to chown.
+        let map = |id: u64, base: u32, size: u32, which| {
+            if id >= u64::from(size) {
+                return Err(out_of_range(which, id, size));
+            }
+            match u32::try_from(id).ok().and_then(|id| base.checked_add(id)) {
+                Some(mapped) if mapped != u32::MAX => Ok(mapped),
+                _ => Err(out_of_range(which, id, size)),
+            }
+        };
+        match self.applier.options.ownership {
+            Ownership::Preserve => Ok(Some((
+                Uid::from_raw(map(uid, 0, u32::MAX, "uid")?),
+                Gid::from_raw(map(gid, 0, u32::MAX, "gid")?),
+            ))),
+            Ownership::Shift {
+                uid_base,
+                gid_base,
+                size,
+            } => Ok(Some((
+                Uid::from_raw(map(uid, uid_base, size, "uid")?),
+                Gid::from_raw(map(gid, gid_base, size, "gid")?),
+            ))),
+            Ownership::Record => Ok(None),
+        }
+    }
+
+    /// The `user.hardbox.owner` value to record, when owners are recorded and not root's.
+    fn recorded_owner(&self, header: &EntryHeader) -> Option<String> {
+        (self.applier.options.ownership == Ownership::Record
+            && (header.uid, header.gid) != (0, 0))
+            .then(|| format!("{}:{}", header.uid, header.gid))
+    }
+
+    /// Whether an xattr failure is one to report and go on from (not permitted or not
+    /// supported here) rather than stop on.
+    fn xattr_refused(errno: Errno) -> bool {
+        matches!(errno, Errno::PERM | Errno::OPNOTSUPP | Errno::ACCESS | Errno::INVAL)
+    }
+
+    /// Owner, mode, xattrs of an open file or directory, in that order (chown clears setuid
+    /// bits and file capabilities).
+    fn set_metadata(
+        &mut self,
+        fd: &OwnedFd,
+        header: &EntryHeader,
+        entry: &str,
+        bits: u32,
+    ) -> Result<(), LayerError> {
+        if let Some((uid, gid)) = self.owner(header.uid, header.gid, entry)? {
+            rfs::fchown(fd, Some(uid), Some(gid)).map_err(|e| self.fail(entry, "set owner", e))?;
+        }
+        rfs::fchmod(fd, mode(bits)).map_err(|e| self.fail(entry, "set mode", e))?;
+        for (name, value) in &header.xattrs {
+            match rfs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(e) if Self::xattr_refused(e) => {
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    self.warn(entry, format!("xattr {name} not set: {e}"));
+                }
+                Err(e) => return Err(self.fail(entry, "set xattr", e)),
+            }
+        }
+        if let Some(owner) = self.recorded_owner(header) {
+            match rfs::fsetxattr(fd, OWNER_XATTR, owner.as_bytes(), XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(e) if Self::xattr_refused(e) => {
+                    self.warn(entry, format!("owner {owner} not recorded: {e}"));
+                }
+                Err(e) => return Err(self.fail(entry, "record owner", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_bytes(&mut self, size: u64, entry: &str) -> Result<(), LayerError> {
+        let limit = self.applier.options.limits.max_bytes;
+        match self.applier.total_bytes.checked_add(size) {
+            Some(total) if total <= limit => {
+                self.applier.total_bytes = total;
+                self.bytes += size;
+                Ok(())
+            }
+            _ => Err(LayerError::TooManyBytes {
+                layer: self.layer(),
+                entry: entry.to_owned(),
+                limit,
+            }),
+        }
+    }
+
+    fn regular<R: BufRead>(
+        &mut self,
+        path: &EntryPath,
+        header: &EntryHeader,
+        entry: &str,
+        tar: &mut TarReader<R>,
+    ) -> Result<bool, LayerError> {
+        self.check_bytes(header.size, entry)?;
+        let parent = self.parent_of(path, entry)?;
+        let name = path.file_name().unwrap_or(b".");
+        let fd = self.create(&parent, name, entry, "create file", |parent, name| {
+            rfs::openat(
+                parent,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                mode(0o600),
+            )
+        })?;
+        let mut file = File::from(fd);
+        loop {
+            let chunk = tar.data().map_err(|e| self.tar_error(e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            if let Err(e) = file.write_all(chunk) {
+                return Err(LayerError::Io {
+                    layer: self.layer(),
+                    entry: entry.to_owned(),
+                    operation: "write file",
+                    source: e,
+                });
+            }
+            tar.consume(n);
+        }
+        let fd = OwnedFd::from(file);
+        self.set_metadata(&fd, header, entry, header.mode)?;
+        let atime = header.atime.unwrap_or(header.mtime);
+        rfs::futimens(&fd, &timestamps(header.mtime, atime))
+            .map_err(|e| self.fail(entry, "set times", e))?;
+        Ok(true)
+    }
+
+    fn directory(
+        &mut self,
+        path: &EntryPath,
+        header: &EntryHeader,
+        entry: &str,
+    ) -> Result<bool, LayerError> {
+        let fd = if path.is_root() {
+            tree::open_dir(&self.applier.root, b".")
+                .map_err(|e| self.fail(entry, "open root directory", e))?
+        } else {
+            let parent = self.parent_of(path, entry)?;
+            let name = path.file_name().unwrap_or(b".");
+            match rfs::mkdirat(&*parent, name, mode(0o700)) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    let existing = tree::stat(&*parent, name)
+                        .map_err(|e| self.fail(entry, "inspect existing", e))?;
+                    if !existing.is_some_and(|stat| tree::is_dir(&stat)) {
+                        self.remove_existing(&parent, name, entry)?;
+                        rfs::mkdirat(&*parent, name, mode(0o700))
+                            .map_err(|e| self.fail(entry, "create directory", e))?;
+                    }
+                }
+                Err(e) => return Err(self.fail(entry, "create directory", e)),
+            }
+            tree::open_dir(&*parent, name).map_err(|e| self.fail(entry, "open directory", e))?
+        };
+        let privileged = self.applier.privileged;
+        let bits = if privileged {
+            header.mode
+        } else {
+            header.mode | 0o700
+        };
+        self.set_metadata(&fd, header, entry, bits)?;
+        self.applier.directories.insert(
+            path.joined(),
+            DirectoryMetadata {
+                layer: self.layer(),
+                entry: entry.to_owned(),
+                mtime: header.mtime,
+                atime: header.atime.unwrap_or(header.mtime),
+                final_mode: (!privileged && bits != header.mode).then_some(header.mode),
+            },
+        );
+        Ok(true)
+    }
+
+    fn symlink(
+        &mut self,
+        path: &EntryPath,
+        header: &EntryHeader,
+        entry: &str,
+    ) -> Result<bool, LayerError> {
+        let parent = self.parent_of(path, entry)?;
+        let name = path.file_name().unwrap_or(b".");
+        let target = header.link.as_slice();
+        self.create(&parent, name, entry, "create symlink", |parent, name| {
+            rfs::symlinkat(target, parent, name)
+        })?;
+        if let Some((uid, gid)) = self.owner(header.uid, header.gid, entry)? {
+            rfs::chownat(&*parent, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.fail(entry, "set owner", e))?;
+        }
+        if !header.xattrs.is_empty() {
+            self.warn(entry, "xattrs on symlinks are not set".to_owned());
+        }
+        let atime = header.atime.unwrap_or(header.mtime);
+        rfs::utimensat(
+            &*parent,
+            name,
+            &timestamps(header.mtime, atime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.fail(entry, "set times", e))?;
+        Ok(true)
+    }
+
+    fn hardlink(
+        &mut self,
+        path: &EntryPath,
+        header: &EntryHeader,
+        entry: &str,
+    ) -> Result<bool, LayerError> {
+        let target_name = String::from_utf8_lossy(&header.link).into_owned();
+        let outside = || LayerError::HardlinkOutsideRoot {
+            layer: self.layer(),
+            entry: entry.to_owned(),
+            target: target_name.clone(),
+        };
+        let target = match EntryPath::parse(&header.link) {
+            Ok(target) => target,
+            Err(NameProblem::Absolute | NameProblem::DotDot) => return Err(outside()),
+            Err(NameProblem::Nul) => {
+                return Err(LayerError::NulInName {
+                    layer: self.layer(),
+                    entry: entry.to_owned(),
+                })
+            }
+            Err(NameProblem::TooLong) => {
+                return Err(LayerError::NameTooLong {
+                    layer: self.layer(),
+                    entry: entry.to_owned(),
+                    limit: names::MAX_NAME,
+                })
+            }
+        };
+        let missing = || LayerError::HardlinkTargetMissing {
+            layer: self.layer(),
+            entry: entry.to_owned(),
+            target: target_name.clone(),
+        };
+        let Some(target_file) = target.file_name() else {
+            return Err(self.fail(entry, "link to the root directory", Errno::PERM));
+        };
+        let target_parent =
+            match tree::resolve_dir(&self.applier.root, &names::join(target.parent_components()))
+            {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Err(missing()),
+                Err(e) => return Err(self.fail(entry, "open hardlink target directory", e)),
+            };
+        let target_stat = tree::stat(&target_parent, target_file)
+            .map_err(|e| self.fail(entry, "inspect hardlink target", e))?
+            .ok_or_else(missing)?;
+        let parent = self.parent_of(path, entry)?;
+        let name = path.file_name().unwrap_or(b".");
+        if let Some(existing) =
+            tree::stat(&*parent, name).map_err(|e| self.fail(entry, "inspect existing", e))?
+        {
+            if (existing.st_dev, existing.st_ino) == (target_stat.st_dev, target_stat.st_ino) {
+                return Ok(true);
+            }
+        }
+        self.create(&parent, name, entry, "create hardlink", |parent, name| {
+            // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+            rfs::linkat(&target_parent, target_file, parent, name, AtFlags::empty())
+        })?;
+        Ok(true)
+    }
+
+    fn device(
+        &mut self,
+        path: &EntryPath,
+        header: &EntryHeader,
+        entry: &str,
+    ) -> Result<bool, LayerError> {
+        let (file_type, kind) = if header.kind == Kind::CharDevice {
+            (FileType::CharacterDevice, "character")
+        } else {
+            (FileType::BlockDevice, "block")
+        };
+        if self.applier.options.devices == Devices::Skip {
+            self.warn(
+                entry,
+                format!(
+                    "{kind} device {}:{} skipped (devices are not created)",
+                    header.major, header.minor
+                ),
+            );
+            return Ok(false);
+        }
+        let device = rfs::makedev(header.major, header.minor);
+        self.special(path, header, entry, file_type, device)
+    }
+
+    /// Creates a device node or fifo and sets its metadata without opening it for I/O.
+    fn special(
+        &mut self,
+        path: &EntryPath,
+        header: &EntryHeader,
+        entry: &str,
+        file_type: FileType,
+        device: rfs::Dev,
+    ) -> Result<bool, LayerError> {
+        let parent = self.parent_of(path, entry)?;
+        let name = path.file_name().unwrap_or(b".");
+        self.create(&parent, name, entry, "create special file", |parent, name| {
+            rfs::mknodat(parent, name, file_type, mode(0o600), device)
+        })?;
+        if let Some((uid, gid)) = self.owner(header.uid, header.gid, entry)? {
+            rfs::chownat(&*parent, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.fail(entry, "set owner", e))?;
+        }
+        let fd = tree::open_path(&*parent, name)
+            .map_err(|e| self.fail(entry, "open special file", e))?;
+        let stat = rfs::fstat(&fd).map_err(|e| self.fail(entry, "inspect special file", e))?;
+        if FileType::from_raw_mode(stat.st_mode) != file_type {
+            return Err(self.fail(entry, "inspect special file", Errno::STALE));
+        }
+        let proc_path = tree::proc_path(&fd);
+        rfs::chmodat(rfs::CWD, &proc_path, mode(header.mode), AtFlags::empty())
+            .map_err(|e| self.fail(entry, "set mode", e))?;
+        for (xattr, value) in &header.xattrs {
+            match rfs::setxattr(&proc_path, xattr.as_slice(), value, XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(e) if Self::xattr_refused(e) => {
+                    let xattr = String::from_utf8_lossy(xattr).into_owned();
+                    self.warn(entry, format!("xattr {xattr} not set: {e}"));
+                }
+                Err(e) => return Err(self.fail(entry, "set xattr", e)),
+            }
+        }
+        if let Some(owner) = self.recorded_owner(header) {
+            // Best effort: most filesystems refuse user xattrs on special files.
+            let _ = rfs::setxattr(&proc_path, OWNER_XATTR, owner.as_bytes(), XattrFlags::empty());
+        }
+        let atime = header.atime.unwrap_or(header.mtime);
+        rfs::utimensat(
+            &*parent,
+            name,
+            &timestamps(header.mtime, atime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.fail(entry, "set times", e))?;
+        Ok(true)
+    }
+
+    /// `.wh.NAME`: deletes what lower layers put at `target`, or records an overlay whiteout.
+    fn whiteout(&mut self, target: &EntryPath, entry: &str) -> Result<(), LayerError> {
+        let key = target.joined();
+        if self.created.contains(&key) {
+            // Whiteouts hide lower layers only, never entries of their own layer.
+            return Ok(());
+        }
+        let name = target.file_name().unwrap_or(b".");
+        if self.applier.options.whiteouts == Whiteouts::Overlay {
+            let parent = self.parent_of(target, entry)?;
+            self.create(&parent, name, entry, "create whiteout", |parent, name| {
+                rfs::mknodat(
+                    parent,
+                    name,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rfs::makedev(0, 0),
+                )
+            })?;
+            self.mark_created(target);
+            return Ok(());
+        }
+        let parent_key = names::join(target.parent_components());
+        let parent = match tree::resolve_dir(&self.applier.root, &parent_key) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+            Err(e) => return Err(self.fail(entry, "open whiteout directory", e)),
+        };
+        self.remove_existing(&parent, name, entry)
+    }
+
+    /// `.wh..wh..opq`: empties the directory of what lower layers put there, or marks it opaque
+    /// for overlayfs.
+    fn opaque_whiteout(&mut self, path: &EntryPath, entry: &str) -> Result<(), LayerError> {
+        let directory = path.parent();
+        if self.applier.options.whiteouts == Whiteouts::Overlay {
+            let parent = self.parent_of(path, entry)?;
+            let fd = tree::open_dir(&*parent, b".")
+                .map_err(|e| self.fail(entry, "open opaque directory", e))?;
+            let xattr = if self.applier.privileged {
+                "trusted.overlay.opaque"
+            } else {
+                "user.overlay.opaque"
+            };
+            rfs::fsetxattr(&fd, xattr, b"y", XattrFlags::empty())
+                .map_err(|e| self.fail(entry, "mark directory opaque", e))?;
+            self.mark_created(&directory);
+            return Ok(());
+        }
+        let fd = match tree::resolve_dir(&self.applier.root, &directory.joined()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+            Err(e) => return Err(self.fail(entry, "open opaque directory", e)),
+        };
+        let fd = tree::open_dir(&fd, b".").map_err(|e| self.fail(entry, "open opaque directory", e))?;
+        self.invalidate_parents();
+        self.clear_lower(&fd, &directory, entry)
+    }
+
+    /// Removes from `dir` everything the current layer did not create, keeping the way to what
+    /// it did.
+    fn clear_lower(
+        &mut self,
+        dir: &OwnedFd,
+        path: &EntryPath,
+        entry: &str,
+    ) -> Result<(), LayerError> {
+        let children = tree::list(dir).map_err(|e| self.fail(entry, "list opaque directory", e))?;
+        for name in children {
+            let child = path.child(&name);
+            if !self.touched.contains(&child.joined()) {
+                tree::remove(dir, &name).map_err(|e| self.fail(entry, "remove hidden entry", e))?;
+                continue;
+            }
+            let stat = tree::stat(dir, &name).map_err(|e| self.fail(entry, "inspect entry", e))?;
+            if stat.is_some_and(|stat| tree::is_dir(&stat)) {
+                let sub = tree::open_dir(dir, &name)
+                    .map_err(|e| self.fail(entry, "open directory", e))?;
+                self.clear_lower(&sub, &child, entry)?;
+            }
+        }
+        Ok(())
+    }
+}
