@@ -850,6 +850,7 @@ fn stage_member(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests unwrap values known to be valid")]
 mod tests {
     use super::*;
 

@@ -285,12 +285,6 @@ impl Store {
             .filter(|d| !referenced.contains(*d))
             .cloned()
             .collect();
-        // Damage to a blob nobody uses is not damage to the store.
-        report.problems.retain(|p| match p {
-            FsckProblem::CorruptBlob { digest, .. }
-            | FsckProblem::UnreadableBlob { digest, .. } => referenced.contains(digest),
-            _ => true,
-        });
         let tmp = self.tmp_dir().to_owned();
         for entry in fs::read_dir(&tmp).map_err(list_error(tmp.clone()))? {
             let entry = entry.map_err(list_error(tmp.clone()))?;

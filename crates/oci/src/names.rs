@@ -99,6 +99,7 @@ pub fn resolve<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests unwrap values known to be valid")]
 mod tests {
     use super::*;
     use crate::spec::{ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_MANIFEST};

@@ -301,6 +301,7 @@ pub struct History {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests unwrap values known to be valid")]
 mod tests {
     use super::*;
 

@@ -433,6 +433,7 @@ pub(crate) fn check_layer_count(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests unwrap values known to be valid")]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! trips, platform selection, names, tag/rm/gc, fsck and the rejections that must leave
 //! `index.json` untouched.
 
+#![allow(clippy::unwrap_used, reason = "tests unwrap values known to be valid")]
+
 mod common;
 
 use std::path::Path;

@@ -1,7 +1,11 @@
 //! Builders for test images: layers, configs, manifests, OCI layouts, OCI archives and
 //! docker-archives, all written with the `tar` crate into temporary directories.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    reason = "test helpers unwrap values known to be valid"
+)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
