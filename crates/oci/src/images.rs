@@ -26,6 +26,9 @@ pub struct ImageSummary {
     pub created: Option<String>,
     /// Bytes of the manifest, config and layer blobs.
     pub size: u64,
+    /// Why the image's manifest or config cannot be used, if it cannot (`fsck` says more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// Everything `image inspect` shows.
@@ -198,7 +201,8 @@ impl Store {
         Ok((image, names))
     }
 
-    /// Lists the images, one entry per manifest digest, in index order.
+    /// Lists the images, one entry per manifest digest, in index order. A damaged image is listed
+    /// with what is wrong instead of failing the listing.
     pub fn images(&self) -> Result<Vec<ImageSummary>, ReadImageError> {
         let _lock = self.lock_store(LockMode::Shared)?;
         let index = self.read_index()?;
@@ -207,19 +211,26 @@ impl Store {
             if out.iter().any(|s| s.digest == descriptor.digest) {
                 continue;
             }
-            let image = self
-                .load_image(descriptor)
-                .map_err(|source| ReadImageError::Blob {
+            let names = names_of(&index, &descriptor.digest);
+            let summary = match self.load_image(descriptor) {
+                Ok(image) => ImageSummary {
                     digest: descriptor.digest.clone(),
-                    source,
-                })?;
-            out.push(ImageSummary {
-                digest: descriptor.digest.clone(),
-                names: names_of(&index, &descriptor.digest),
-                platform: Some(image.config.platform().to_string()),
-                created: image.config.created.clone(),
-                size: image.size(),
-            });
+                    names,
+                    platform: Some(image.config.platform().to_string()),
+                    created: image.config.created.clone(),
+                    size: image.size(),
+                    damaged: None,
+                },
+                Err(e) => ImageSummary {
+                    digest: descriptor.digest.clone(),
+                    names,
+                    platform: None,
+                    created: None,
+                    size: descriptor.size,
+                    damaged: Some(e.to_string()),
+                },
+            };
+            out.push(summary);
         }
         Ok(out)
     }

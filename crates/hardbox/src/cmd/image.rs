@@ -96,6 +96,14 @@ fn import(store: &Store, args: cli::ImportArgs) -> Result<u8> {
 
 fn list(store: &Store, json: bool) -> Result<u8> {
     let images = store.images()?;
+    for image in &images {
+        if let Some(damage) = &image.damaged {
+            output::warn(&format!(
+                "image {} is damaged: {damage} (run 'hardbox system fsck')",
+                image.digest.short()
+            ));
+        }
+    }
     if json {
         output::json(&images)?;
         return Ok(exit::OK);
@@ -119,7 +127,11 @@ fn list(store: &Store, json: bool) -> Result<u8> {
                 name,
                 tag,
                 image.digest.short().to_owned(),
-                image.created.clone().unwrap_or_else(|| "-".to_owned()),
+                if image.damaged.is_some() {
+                    "damaged".to_owned()
+                } else {
+                    image.created.clone().unwrap_or_else(|| "-".to_owned())
+                },
                 human_size(image.size),
             ]);
         }
