@@ -30,6 +30,56 @@ pub enum Command {
     System(SystemCommand),
     /// Print version information
     Version(JsonFlag),
+    /// Run a command in a sandbox
+    Run(RunArgs),
+}
+
+/// An isolation layer `--dangerously-skip` can turn off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SkippableLayer {
+    Landlock,
+    Seccomp,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image whose filesystem becomes the sandbox's root (or use --host)
+    #[arg(required_unless_present = "host", conflicts_with = "host")]
+    pub image: Option<String>,
+    /// Use the host's root filesystem, read-only
+    #[arg(long)]
+    pub host: bool,
+    /// Directory mounted read-write at the same path, and the default working directory
+    /// (default: the current directory)
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Bind a host path: HOST:GUEST[:ro|rw] (default rw)
+    #[arg(long = "volume", short = 'v', value_name = "HOST:GUEST[:ro|rw]")]
+    pub volumes: Vec<String>,
+    /// Working directory inside the sandbox (default: the workspace)
+    #[arg(long = "workdir", short = 'w', value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value)
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments)
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Hostname inside the sandbox
+    #[arg(long, default_value = "hardbox")]
+    pub hostname: String,
+    /// Mount an empty writable tmpfs at PATH
+    #[arg(long, value_name = "PATH")]
+    pub tmpfs: Vec<PathBuf>,
+    /// User to run as inside the sandbox: UID[:GID]
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Turn off an isolation layer (unsafe; for hosts that cannot enforce it)
+    #[arg(long, value_enum, value_name = "LAYER")]
+    pub dangerously_skip: Vec<SkippableLayer>,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

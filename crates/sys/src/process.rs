@@ -295,8 +295,8 @@ impl ExecTarget {
     }
 
     /// Execs the first candidate that exists, as `execvp` does. Returns only on failure: with
-    /// `EACCES` if a candidate existed but could not be executed, `ENOENT` if none existed, or
-    /// the first other error.
+    /// `EACCES` if a candidate existed but could not be executed, `ENOENT` if none existed (or
+    /// none could be seen), or the first other error.
     pub fn execute(&self) -> Errno {
         let mut denied = None;
         for candidate in &self.candidates {
@@ -313,7 +313,13 @@ impl ExecTarget {
                 Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::NOENT);
             match errno {
                 Errno::NOENT | Errno::NOTDIR => continue,
-                Errno::ACCESS | Errno::PERM => denied = Some(errno),
+                // A candidate in a directory the sandbox cannot search is as absent as one
+                // that does not exist; one that exists but cannot be run is "not executable".
+                Errno::ACCESS | Errno::PERM => {
+                    if rustix::fs::stat(candidate.as_c_str()).is_ok() {
+                        denied = Some(errno);
+                    }
+                }
                 other => return other,
             }
         }

@@ -1,6 +1,7 @@
 //! One module per verb group; each takes parsed arguments, resolves them and acts.
 
 mod image;
+mod run;
 mod system;
 
 use anyhow::Result;
@@ -13,6 +14,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Image(command) => image::run(cli.root, command),
         Command::System(command) => system::run(cli.root, command),
         Command::Version(flags) => version(flags.json),
+        Command::Run(args) => run::run(cli.root, args),
     }
 }
 

@@ -1,0 +1,487 @@
+//! Running a [`LaunchPlan`]: the parent (the CLI), init (pid 1 of the sandbox) and the command.
+//!
+//! ```text
+//! parent ──clone(user, mount, pid, ipc, uts, net, cgroup)──► init ──fork──► command ──exec
+//!   writes id maps, passes mounts,          applies plan.setup        applies plan.command
+//!   forwards signals, waits                 reaps, forwards signals
+//! ```
+//!
+//! Guarantees: a failing step is reported to the parent over a close-on-exec pipe as
+//! (phase, step index, errno) and becomes a [`LaunchError`] naming the step; nothing runs
+//! unless every step before it succeeded; the parent's exit status is the command's
+//! (128 + N when signal N killed it). Signals INT, TERM, HUP, QUIT, USR1, USR2 and WINCH sent
+//! to the parent are forwarded to init, which forwards them to the command.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
+use sys::linux::Linux;
+use sys::process::{self as proc, ExecTarget, Forked, Namespaces, SignalSet};
+use sys::Errno;
+
+use crate::apply::{apply, Resources};
+use crate::plan::{LaunchPlan, Step};
+
+/// How the command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the exit code, or 128 + the signal's number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(signal) => 128 + signal,
+        }
+    }
+}
+
+/// Why the command could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("invalid command or environment: it contains a NUL byte")]
+    InvalidCommand,
+    #[error("failed to compile the seccomp filter")]
+    Seccomp(#[source] seccomp::SeccompError),
+    #[error("{call}: {}", sys::errno::describe(*errno))]
+    Parent { call: &'static str, errno: Errno },
+    #[error("failed to create the sandbox's namespaces: {}", sys::errno::describe(*errno))]
+    Namespaces { errno: Errno },
+    #[error("failed to write {path}")]
+    IdMap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to prepare bind of {path}: {call}: {}", sys::errno::describe(*errno))]
+    PrepareMount {
+        path: PathBuf,
+        call: &'static str,
+        errno: Errno,
+    },
+    #[error("{step}: {}", sys::errno::describe(*errno))]
+    Step { step: String, errno: Errno },
+    #[error("command not found: {program}")]
+    CommandNotFound { program: String },
+    #[error("command not executable: {program}: {}", sys::errno::describe(*errno))]
+    NotExecutable { program: String, errno: Errno },
+    #[error("the sandbox's init ended before reporting")]
+    InitVanished,
+}
+
+impl LaunchError {
+    /// The layer or step that failed, for hints.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            LaunchError::Parent { errno, .. }
+            | LaunchError::Namespaces { errno }
+            | LaunchError::PrepareMount { errno, .. }
+            | LaunchError::Step { errno, .. }
+            | LaunchError::NotExecutable { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// The signals forwarded to the command (plus SIGCHLD, which wakes the waiting loop).
+const FORWARDED: [i32; 7] = [
+    libc_signal::INT,
+    libc_signal::TERM,
+    libc_signal::HUP,
+    libc_signal::QUIT,
+    libc_signal::USR1,
+    libc_signal::USR2,
+    libc_signal::WINCH,
+];
+
+/// Signal numbers, from rustix (so this crate needs no libc).
+mod libc_signal {
+    use rustix::process::Signal;
+    pub const INT: i32 = Signal::INT.as_raw();
+    pub const TERM: i32 = Signal::TERM.as_raw();
+    pub const HUP: i32 = Signal::HUP.as_raw();
+    pub const QUIT: i32 = Signal::QUIT.as_raw();
+    pub const USR1: i32 = Signal::USR1.as_raw();
+    pub const USR2: i32 = Signal::USR2.as_raw();
+    pub const WINCH: i32 = Signal::WINCH.as_raw();
+    pub const CHLD: i32 = Signal::CHILD.as_raw();
+}
+
+fn supervised_signals() -> SignalSet {
+    let mut all = FORWARDED.to_vec();
+    all.push(libc_signal::CHLD);
+    SignalSet::of(&all)
+}
+
+/// Which list a failing step belongs to.
+const PHASE_SETUP: u32 = 1;
+const PHASE_COMMAND: u32 = 2;
+/// Exit code of init or the command when a step failed (the parent reports the step).
+const EXIT_SETUP_FAILED: i32 = 125;
+const RECORD_SIZE: usize = 12;
+
+fn encode(phase: u32, index: usize, errno: Errno) -> [u8; RECORD_SIZE] {
+    let mut record = [0u8; RECORD_SIZE];
+    record[..4].copy_from_slice(&phase.to_le_bytes());
+    record[4..8].copy_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes());
+    record[8..].copy_from_slice(&errno.raw_os_error().to_le_bytes());
+    record
+}
+
+fn decode(record: &[u8; RECORD_SIZE]) -> (u32, usize, Errno) {
+    let word = |range: std::ops::Range<usize>| {
+        let mut bytes = [0u8; 4];
+        bytes.copy_from_slice(&record[range]);
+        bytes
+    };
+    let phase = u32::from_le_bytes(word(0..4));
+    let index = u32::from_le_bytes(word(4..8)) as usize;
+    let errno = Errno::from_raw_os_error(i32::from_le_bytes(word(8..12)));
+    (phase, index, errno)
+}
+
+/// Adapts the `seccomp` crate's compiled program to `sys`.
+struct SeccompProgram(seccomp::Program);
+
+impl sys::SeccompFilter for SeccompProgram {
+    fn install(&self) -> Result<(), Errno> {
+        seccomp::install(&self.0).map_err(|error| match error {
+            seccomp::SeccompError::NoNewPrivs(source) | seccomp::SeccompError::Install(source) => {
+                Errno::from_io_error(&source).unwrap_or(Errno::INVAL)
+            }
+            _ => Errno::INVAL,
+        })
+    }
+}
+
+/// Runs the plan and waits for the command. Must be called from a single-threaded process.
+///
+/// # Errors
+///
+/// [`LaunchError`] when the sandbox could not be set up or the command could not be started;
+/// the command's own failure is its [`ExitStatus`].
+pub fn launch(plan: &LaunchPlan) -> Result<ExitStatus, LaunchError> {
+    let exec = ExecTarget::new(
+        &plan.settings.program,
+        &plan.settings.arguments,
+        &plan.environment_strings(),
+        plan.search_path(),
+    )
+    .map_err(|_| LaunchError::InvalidCommand)?;
+    let seccomp = if plan.settings.skip.seccomp {
+        None
+    } else {
+        let program = seccomp::Filter::agent_default()
+            .compile()
+            .map_err(LaunchError::Seccomp)?;
+        Some(SeccompProgram(program))
+    };
+
+    let signals = supervised_signals();
+    let previous_mask = proc::block_signals(&signals).map_err(|errno| LaunchError::Parent {
+        call: "sigprocmask",
+        errno,
+    })?;
+    let result =
+        launch_with_signals_blocked(plan, &exec, seccomp.as_ref(), &signals, &previous_mask);
+    // Restoring the mask cannot fail with a valid set; the command's result matters more.
+    let _ = proc::set_signal_mask(&previous_mask);
+    result
+}
+
+fn launch_with_signals_blocked(
+    plan: &LaunchPlan,
+    exec: &ExecTarget,
+    seccomp: Option<&SeccompProgram>,
+    signals: &SignalSet,
+    previous_mask: &SignalSet,
+) -> Result<ExitStatus, LaunchError> {
+    let parent_error = |call| move |errno| LaunchError::Parent { call, errno };
+    let (parent_socket, init_socket) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(parent_error("socketpair"))?;
+    let (report_read, report_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(parent_error("pipe"))?;
+
+    let init = match proc::clone_into_namespaces(Namespaces::ALL)
+        .map_err(|errno| LaunchError::Namespaces { errno })?
+    {
+        Forked::Child => {
+            drop(parent_socket);
+            drop(report_read);
+            run_init(
+                plan,
+                exec,
+                seccomp,
+                init_socket,
+                report_write,
+                signals,
+                previous_mask,
+            )
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(init_socket);
+    drop(report_write);
+
+    if let Err(error) = configure_init(plan, init, &parent_socket) {
+        let _ = rustix::process::kill_process(init, Signal::KILL);
+        let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
+        return Err(error);
+    }
+    drop(parent_socket);
+
+    let mut record = [0u8; RECORD_SIZE];
+    let read = proc::read_full(&report_read, &mut record).map_err(parent_error("read"))?;
+    drop(report_read);
+    let status = supervise(init, false, signals).map_err(parent_error("waitpid"))?;
+    if read == RECORD_SIZE {
+        return Err(failure(plan, &record));
+    }
+    if read != 0 {
+        return Err(LaunchError::InitVanished);
+    }
+    Ok(status)
+}
+
+/// The error a failure record describes.
+fn failure(plan: &LaunchPlan, record: &[u8; RECORD_SIZE]) -> LaunchError {
+    let (phase, index, errno) = decode(record);
+    let steps = if phase == PHASE_SETUP {
+        &plan.setup
+    } else {
+        &plan.command
+    };
+    let Some(step) = steps.get(index) else {
+        return LaunchError::InitVanished;
+    };
+    if *step == Step::Execute {
+        let program = plan.settings.program.clone();
+        return if errno == Errno::NOENT {
+            LaunchError::CommandNotFound { program }
+        } else {
+            LaunchError::NotExecutable { program, errno }
+        };
+    }
+    LaunchError::Step {
+        step: step.to_string(),
+        errno,
+    }
+}
+
+/// Writes init's id maps, prepares the mounts it needs from the host, and lets it go.
+fn configure_init(plan: &LaunchPlan, init: Pid, socket: &OwnedFd) -> Result<(), LaunchError> {
+    let proc_dir = PathBuf::from(format!("/proc/{}", init.as_raw_nonzero()));
+    let write = |name: &str, contents: &str| {
+        let path = proc_dir.join(name);
+        std::fs::write(&path, contents).map_err(|source| LaunchError::IdMap { path, source })
+    };
+    if plan.id_maps.deny_setgroups {
+        write("setgroups", "deny")?;
+    }
+    write("uid_map", &plan.id_maps.uid_map)?;
+    write("gid_map", &plan.id_maps.gid_map)?;
+
+    let mut mounts = Vec::with_capacity(plan.passed_mounts.len());
+    if !plan.passed_mounts.is_empty() {
+        let user_namespace_path = proc_dir.join("ns/user");
+        let user_namespace = rustix::fs::open(
+            &user_namespace_path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|errno| LaunchError::PrepareMount {
+            path: user_namespace_path.clone(),
+            call: "open",
+            errno,
+        })?;
+        for passed in &plan.passed_mounts {
+            let mount = proc::clone_mount_tree(&passed.source).map_err(|errno| {
+                LaunchError::PrepareMount {
+                    path: passed.source.clone(),
+                    call: "open_tree",
+                    errno,
+                }
+            })?;
+            if passed.idmapped {
+                sys::linux::set_id_mapping(mount.as_fd(), user_namespace.as_fd()).map_err(
+                    |errno| LaunchError::PrepareMount {
+                        path: passed.source.clone(),
+                        call: "idmapped mount (mount_setattr MOUNT_ATTR_IDMAP)",
+                        errno,
+                    },
+                )?;
+            }
+            mounts.push(mount);
+        }
+    }
+    let borrowed: Vec<_> = mounts.iter().map(AsFd::as_fd).collect();
+    proc::send_descriptors(socket.as_fd(), 1, &borrowed).map_err(|errno| LaunchError::Parent {
+        call: "sendmsg",
+        errno,
+    })
+}
+
+/// Waits for `target`, forwarding the forwarded signals to it. With `reap_all` (init), every
+/// child that ends is reaped; the loop returns when `target` ends.
+fn supervise(target: Pid, reap_all: bool, signals: &SignalSet) -> Result<ExitStatus, Errno> {
+    loop {
+        loop {
+            let waited = if reap_all {
+                rustix::process::waitpid(None, WaitOptions::NOHANG)
+            } else {
+                rustix::process::waitpid(Some(target), WaitOptions::NOHANG)
+            };
+            match waited {
+                Ok(Some((pid, status))) if pid == target => return Ok(exit_status(status)),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(Errno::INTR) => {}
+                Err(errno) => return Err(errno),
+            }
+        }
+        let signal = proc::wait_for_signal(signals)?;
+        if signal != libc_signal::CHLD {
+            if let Some(signal) = Signal::from_named_raw(signal) {
+                // The target may have just exited; the next waitpid reports it.
+                let _ = rustix::process::kill_process(target, signal);
+            }
+        }
+    }
+}
+
+fn exit_status(status: WaitStatus) -> ExitStatus {
+    if let Some(signal) = status.terminating_signal() {
+        ExitStatus::Signaled(signal)
+    } else {
+        ExitStatus::Exited(status.exit_status().unwrap_or(EXIT_SETUP_FAILED))
+    }
+}
+
+/// Reports a failed step to the parent and ends the process.
+fn fail(report: &OwnedFd, phase: u32, index: usize, errno: Errno, code: i32) -> ! {
+    // If the parent is gone there is no one to tell.
+    let _ = proc::write_all(report, &encode(phase, index, errno));
+    proc::exit_immediately(code)
+}
+
+/// pid 1 of the sandbox: waits for the id maps, applies the setup steps, forks the command,
+/// then reaps and forwards signals until the command ends, and exits with its status.
+fn run_init(
+    plan: &LaunchPlan,
+    exec: &ExecTarget,
+    seccomp: Option<&SeccompProgram>,
+    socket: OwnedFd,
+    report: OwnedFd,
+    signals: &SignalSet,
+    previous_mask: &SignalSet,
+) -> ! {
+    // If the parent dies, so does the sandbox (the kernel then kills every process in it).
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    let mut mounts = Vec::with_capacity(sys::process::MAX_DESCRIPTORS);
+    match proc::receive_descriptors(socket.as_fd(), &mut mounts) {
+        Ok(Some(_)) => {}
+        // The parent failed before letting init go, and reports that itself.
+        _ => proc::exit_immediately(EXIT_SETUP_FAILED),
+    }
+    drop(socket);
+
+    let mut linux = Linux;
+    let resources = Resources {
+        mounts: &mounts,
+        landlock: &plan.landlock,
+        seccomp: seccomp.map(|filter| filter as &dyn sys::SeccompFilter),
+        exec: Some(exec),
+    };
+    if let Err(failure) = apply(&plan.setup, &mut linux, &resources) {
+        fail(
+            &report,
+            PHASE_SETUP,
+            failure.index,
+            failure.errno,
+            EXIT_SETUP_FAILED,
+        );
+    }
+    // The passed mounts are attached now; the command must not inherit them.
+    drop(mounts);
+    let resources = Resources {
+        mounts: &[],
+        landlock: &plan.landlock,
+        seccomp: seccomp.map(|filter| filter as &dyn sys::SeccompFilter),
+        exec: Some(exec),
+    };
+
+    let command = match proc::fork() {
+        Ok(Forked::Child) => run_command(plan, &resources, &report, previous_mask),
+        Ok(Forked::Parent(pid)) => pid,
+        Err(errno) => fail(
+            &report,
+            PHASE_SETUP,
+            plan.setup.len(),
+            errno,
+            EXIT_SETUP_FAILED,
+        ),
+    };
+    drop(report);
+    let code = match supervise(command, true, signals) {
+        Ok(status) => status.code(),
+        Err(_) => EXIT_SETUP_FAILED,
+    };
+    proc::exit_immediately(code)
+}
+
+/// The command's process: restores the signal state the CLI started with, applies the command
+/// steps (the last is exec) and reports whichever fails.
+fn run_command(
+    plan: &LaunchPlan,
+    resources: &Resources<'_>,
+    report: &OwnedFd,
+    previous_mask: &SignalSet,
+) -> ! {
+    let prepared =
+        proc::set_signal_mask(previous_mask).and_then(|_| proc::reset_signal_dispositions());
+    if let Err(errno) = prepared {
+        fail(report, PHASE_COMMAND, 0, errno, EXIT_SETUP_FAILED);
+    }
+    let mut linux = Linux;
+    match apply(&plan.command, &mut linux, resources) {
+        Err(failure) => {
+            let code = if plan.command.get(failure.index) == Some(&Step::Execute) {
+                if failure.errno == Errno::NOENT {
+                    127
+                } else {
+                    126
+                }
+            } else {
+                EXIT_SETUP_FAILED
+            };
+            fail(report, PHASE_COMMAND, failure.index, failure.errno, code)
+        }
+        // Exec returned without an error: cannot happen with the real kernel.
+        Ok(()) => proc::exit_immediately(EXIT_SETUP_FAILED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_records_round_trip() {
+        let record = encode(PHASE_COMMAND, 7, Errno::PERM);
+        assert_eq!(decode(&record), (PHASE_COMMAND, 7, Errno::PERM));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(ExitStatus::Signaled(9).code(), 137);
+    }
+}

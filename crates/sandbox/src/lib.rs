@@ -1,0 +1,23 @@
+//! The `process` sandbox backend: runs a command in new namespaces, on a read-only root with
+//! only the paths it is given writable, without capabilities, under Landlock and seccomp.
+//!
+//! Why it exists: it is the isolation core of `hardbox run`. Settings resolved by the binary
+//! become a [`LaunchPlan`] (pure, unit-tested: [`plan`]); [`launch`] runs that plan in one
+//! place, in the documented order ([`apply`]), through the `sys` crate's syscall trait.
+//!
+//! What it guarantees: a sandbox never starts with fewer layers than the plan asks for. A step
+//! that fails stops the launch, and the error names the step and the errno; Landlock that the
+//! kernel does not enforce is such a failure. Only `--dangerously-skip` (in the plan's
+//! [`SkippedLayers`]) removes a layer. This crate prints nothing.
+
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod launch;
+pub mod plan;
+
+pub use launch::{launch, ExitStatus, LaunchError};
+pub use plan::{
+    Bind, HiddenKind, HiddenPath, Identity, LaunchPlan, PlanError, Rootfs, SandboxSettings,
+    SkippedLayers, Step,
+};

@@ -1,0 +1,800 @@
+//! Turning resolved settings into a [`LaunchPlan`]: the ordered steps the sandbox's init and
+//! command processes will apply, the id maps, the Landlock rules. Pure: no I/O, no syscalls.
+//!
+//! The order (`DESIGN.md` §3), as the steps come out of [`LaunchPlan::new`]:
+//!
+//! 1. user namespace + id maps: the parent creates every namespace with one `clone` (the
+//!    pid, network and cgroup namespaces must exist before `/proc` and `/sys` can be mounted
+//!    for them) and writes the id maps; init waits for them before its first step;
+//! 2. mount namespace: every mount private, so nothing propagates back to the host;
+//! 3. staging: a tmpfs root holding `newroot` and `oldroot`; a first `pivot_root` puts the
+//!    host's tree at `/oldroot`, so bind sources are reached there whatever is mounted later;
+//! 4. rootfs (host `/` bound read-only, recursively; or an image directory);
+//! 5. tmpfs mounts (`/tmp`, `/run` over the host's root, `--tmpfs`) first, so binds can land
+//!    inside them (a workspace under `/tmp`), then binds (workspace writable), then masks over
+//!    hidden paths;
+//! 6. `/proc`, a minimal `/dev`, `/sys` (read-only);
+//! 7. `pivot_root` into `newroot` and detach the old root (staging and host tree);
+//! 8. namespace settings: hostname (uts), loopback up (network); then the working directory;
+//! 9. init forks the command, which applies: rlimits (`RLIMIT_CORE` = 0) → capabilities
+//!    dropped (bounding, ambient, then the identity switch, then effective/permitted/
+//!    inheritable) → no_new_privs → Landlock → seccomp → exec.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use sys::{Filesystem, LandlockRules, MountAttributes};
+
+/// Where the staging tmpfs is mounted in the host's view (in the sandbox's private mount
+/// namespace, so the host never sees it).
+pub const STAGING: &str = "/tmp";
+/// The sandbox's future root, inside the staging tmpfs.
+pub const NEW_ROOT: &str = "/newroot";
+/// The host's root after the first `pivot_root`.
+pub const OLD_ROOT: &str = "/oldroot";
+/// An empty, mode 000 file bound over hidden files.
+pub const EMPTY_FILE: &str = "/empty";
+
+/// First host id of the range sandbox ids map to when hardbox runs as root. Ids
+/// 1_000_000_000..1_000_065_536 belong to no host account, so a process that escaped the
+/// sandbox would own nothing on the host.
+pub const ROOT_MODE_ID_BASE: u32 = 1_000_000_000;
+/// How many ids the root-mode range holds (sandbox ids 0..65536).
+pub const ROOT_MODE_ID_COUNT: u32 = 65_536;
+
+/// Device nodes bound from the host into the sandbox's `/dev`.
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Devices the command may write.
+const WRITABLE_DEVICES: [&str; 4] = ["null", "zero", "full", "tty"];
+
+/// `PATH` used to find the command when the environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The root filesystem the sandbox sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rootfs {
+    /// The host's `/`, read-only (submounts included).
+    Host,
+    /// A directory on the host (an unpacked image), read-only.
+    Directory(PathBuf),
+}
+
+/// A host path made visible inside the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// Absolute host path (already resolved: no symlinks).
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub target: PathBuf,
+    pub writable: bool,
+    /// Whether the source is a directory (else a file), for creating its mount point.
+    pub directory: bool,
+}
+
+/// What a hidden path is on the host, which decides how it is masked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HiddenKind {
+    /// Masked with an empty, read-only, mode 000 tmpfs.
+    Directory,
+    /// Masked with an empty, read-only, mode 000 file.
+    File,
+}
+
+/// A path the sandbox must not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HiddenPath {
+    /// Absolute path (already resolved: no symlinks), the same on the host and inside.
+    pub path: PathBuf,
+    pub kind: HiddenKind,
+}
+
+/// Who the command runs as, and how sandbox ids map to host ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// hardbox runs unprivileged: the caller's ids map to `uid`/`gid` inside, one id each.
+    Rootless {
+        host_uid: u32,
+        host_gid: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// hardbox runs as root: sandbox ids 0..65536 map to host ids
+    /// [`ROOT_MODE_ID_BASE`].., and the command runs as `uid`/`gid`. Writable binds are
+    /// idmapped through the same range, so the sandbox's ids own what the host's same ids own.
+    Root { uid: u32, gid: u32 },
+}
+
+impl Identity {
+    /// The ids the command runs as inside the sandbox.
+    pub fn sandbox_ids(self) -> (u32, u32) {
+        match self {
+            Identity::Rootless { uid, gid, .. } | Identity::Root { uid, gid } => (uid, gid),
+        }
+    }
+}
+
+/// Isolation layers the user turned off by name (`--dangerously-skip LAYER`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkippedLayers {
+    pub landlock: bool,
+    pub seccomp: bool,
+}
+
+/// Resolved settings: every default applied, every host path resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSettings {
+    /// The program to run: a path, or a name searched in the sandbox's `PATH`.
+    pub program: String,
+    /// argv, starting with argv\[0\].
+    pub arguments: Vec<String>,
+    /// The command's whole environment.
+    pub environment: Vec<(String, String)>,
+    /// Absolute path inside the sandbox.
+    pub working_directory: PathBuf,
+    pub rootfs: Rootfs,
+    pub binds: Vec<Bind>,
+    pub hidden: Vec<HiddenPath>,
+    /// Absolute paths inside the sandbox that get an empty, writable tmpfs.
+    pub tmpfs: Vec<PathBuf>,
+    pub hostname: String,
+    pub identity: Identity,
+    pub skip: SkippedLayers,
+}
+
+/// Settings that cannot make a sandbox.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("the command is empty")]
+    EmptyCommand,
+    #[error("{what} {path} must be an absolute path without '..'")]
+    NotAbsolute { what: &'static str, path: PathBuf },
+    #[error("bind target {path} would replace the sandbox's root")]
+    BindOverRoot { path: PathBuf },
+    #[error("invalid hostname {name:?}: use 1 to 64 letters, digits, '-' and '.'")]
+    InvalidHostname { name: String },
+    #[error("invalid environment variable name {name:?}")]
+    InvalidEnvironmentName { name: String },
+    #[error("{what} contains a NUL byte: {text:?}")]
+    NulByte { what: &'static str, text: String },
+    #[error("user {uid}:{gid} is outside the sandbox's id range 0..{ROOT_MODE_ID_COUNT}")]
+    IdOutOfRange { uid: u32, gid: u32 },
+    #[error("too many binds: at most {max} when running as root")]
+    TooManyBinds { max: usize },
+}
+
+/// One step of the launch, applied through [`sys::Syscalls`]. Paths are as the kernel gets
+/// them at that point of the launch (see the constants of this module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    MakeMountsPrivate,
+    SetIdentity {
+        uid: u32,
+        gid: u32,
+        clear_groups: bool,
+    },
+    MountFilesystem {
+        filesystem: Filesystem,
+        target: PathBuf,
+        attributes: MountAttributes,
+        options: String,
+    },
+    MakeDirectory {
+        path: PathBuf,
+        mode: u32,
+    },
+    MakeFile {
+        path: PathBuf,
+        mode: u32,
+    },
+    MakeSymlink {
+        target: PathBuf,
+        link: PathBuf,
+    },
+    /// Create `path` (a directory or an empty file) and its missing parents, if absent.
+    MakeMountPoint {
+        path: PathBuf,
+        directory: bool,
+    },
+    BindMount {
+        source: PathBuf,
+        target: PathBuf,
+    },
+    /// Attach the `index`th mount the parent passed (root mode binds, possibly idmapped).
+    AttachMount {
+        index: usize,
+        source: PathBuf,
+        target: PathBuf,
+    },
+    SetMountAttributes {
+        target: PathBuf,
+        attributes: MountAttributes,
+        recursive: bool,
+    },
+    PivotRoot {
+        new_root: PathBuf,
+        put_old: PathBuf,
+    },
+    DetachMount {
+        target: PathBuf,
+    },
+    ChangeDirectory {
+        path: PathBuf,
+    },
+    SetHostname {
+        name: String,
+    },
+    BringUpLoopback,
+    DisableCoreDumps,
+    DropBoundingCapabilities,
+    ClearAmbientCapabilities,
+    ClearCapabilities,
+    SetNoNewPrivs,
+    RestrictLandlock,
+    InstallSeccomp,
+    Execute,
+}
+
+/// A path as the user knows it: staging prefixes removed.
+fn shown(path: &Path) -> String {
+    for prefix in [NEW_ROOT, OLD_ROOT] {
+        if let Ok(rest) = path.strip_prefix(prefix) {
+            return Path::new("/").join(rest).display().to_string();
+        }
+    }
+    path.display().to_string()
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::MakeMountsPrivate => f.write_str("make mounts private"),
+            Step::SetIdentity { uid, gid, .. } => write!(f, "switch to user {uid}:{gid}"),
+            Step::MountFilesystem {
+                filesystem, target, ..
+            } => write!(f, "mount {} on {}", filesystem.kernel_name(), shown(target)),
+            Step::MakeDirectory { path, .. } => write!(f, "create directory {}", shown(path)),
+            Step::MakeFile { path, .. } => write!(f, "create file {}", shown(path)),
+            Step::MakeSymlink { link, .. } => write!(f, "create symlink {}", shown(link)),
+            Step::MakeMountPoint { path, .. } => write!(f, "create mount point {}", shown(path)),
+            Step::BindMount { source, target } => {
+                write!(f, "bind {} to {}", shown(source), shown(target))
+            }
+            Step::AttachMount { source, target, .. } => {
+                write!(f, "bind {} to {}", source.display(), shown(target))
+            }
+            Step::SetMountAttributes { target, .. } => {
+                write!(f, "set mount flags of {}", shown(target))
+            }
+            Step::PivotRoot { new_root, .. } => write!(f, "pivot_root to {}", shown(new_root)),
+            Step::DetachMount { .. } => f.write_str("detach the old root"),
+            Step::ChangeDirectory { path } => write!(f, "change directory to {}", shown(path)),
+            Step::SetHostname { name } => write!(f, "set hostname {name}"),
+            Step::BringUpLoopback => f.write_str("bring up loopback"),
+            Step::DisableCoreDumps => f.write_str("set RLIMIT_CORE"),
+            Step::DropBoundingCapabilities => f.write_str("drop bounding capabilities"),
+            Step::ClearAmbientCapabilities => f.write_str("clear ambient capabilities"),
+            Step::ClearCapabilities => f.write_str("drop capabilities"),
+            Step::SetNoNewPrivs => f.write_str("set no_new_privs"),
+            Step::RestrictLandlock => f.write_str("landlock"),
+            Step::InstallSeccomp => f.write_str("seccomp"),
+            Step::Execute => f.write_str("exec"),
+        }
+    }
+}
+
+/// A mount the parent prepares (root mode): a detached copy of `source`, idmapped if
+/// `idmapped`, passed to init over a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassedMount {
+    pub source: PathBuf,
+    pub idmapped: bool,
+}
+
+/// What the parent writes to `/proc/PID/{setgroups,uid_map,gid_map}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid_map: String,
+    pub gid_map: String,
+    /// Write `deny` to `setgroups` first (required for an unprivileged `gid_map`).
+    pub deny_setgroups: bool,
+}
+
+/// The whole launch, decided before any process starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchPlan {
+    pub settings: SandboxSettings,
+    /// Applied by init (pid 1 of the sandbox), in order.
+    pub setup: Vec<Step>,
+    /// Applied by the command's process after init forks it, in order; ends with exec.
+    pub command: Vec<Step>,
+    pub id_maps: IdMaps,
+    /// Mounts the parent prepares, in the order `AttachMount` steps refer to them.
+    pub passed_mounts: Vec<PassedMount>,
+    pub landlock: LandlockRules,
+    /// Hidden paths left visible because a bind targets them or a path inside them (the
+    /// explicit bind wins; hidden paths inside the bind are still masked).
+    pub unhidden: Vec<PathBuf>,
+}
+
+fn is_normal_absolute(path: &Path) -> bool {
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+fn require_absolute(what: &'static str, path: &Path) -> Result<(), PlanError> {
+    if is_normal_absolute(path) {
+        Ok(())
+    } else {
+        Err(PlanError::NotAbsolute {
+            what,
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// `root` + `path` (absolute): where `path` is under a staging directory.
+fn under(root: &str, path: &Path) -> PathBuf {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    if relative.as_os_str().is_empty() {
+        PathBuf::from(root)
+    } else {
+        Path::new(root).join(relative)
+    }
+}
+
+fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn check_no_nul(what: &'static str, text: &OsStr) -> Result<(), PlanError> {
+    if text.as_encoded_bytes().contains(&0) {
+        return Err(PlanError::NulByte {
+            what,
+            text: text.to_string_lossy().into_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn validate(settings: &SandboxSettings) -> Result<(), PlanError> {
+    if settings.program.is_empty() || settings.arguments.is_empty() {
+        return Err(PlanError::EmptyCommand);
+    }
+    check_no_nul("the command", OsStr::new(&settings.program))?;
+    for argument in &settings.arguments {
+        check_no_nul("an argument", OsStr::new(argument))?;
+    }
+    for (name, value) in &settings.environment {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(PlanError::InvalidEnvironmentName { name: name.clone() });
+        }
+        check_no_nul("an environment value", OsStr::new(value))?;
+    }
+    require_absolute("working directory", &settings.working_directory)?;
+    if let Rootfs::Directory(directory) = &settings.rootfs {
+        require_absolute("rootfs directory", directory)?;
+    }
+    for bind in &settings.binds {
+        require_absolute("bind source", &bind.source)?;
+        require_absolute("bind target", &bind.target)?;
+        if bind.target == Path::new("/") {
+            return Err(PlanError::BindOverRoot {
+                path: bind.target.clone(),
+            });
+        }
+    }
+    for hidden in &settings.hidden {
+        require_absolute("hidden path", &hidden.path)?;
+    }
+    for tmpfs in &settings.tmpfs {
+        require_absolute("tmpfs path", tmpfs)?;
+        if tmpfs == Path::new("/") {
+            return Err(PlanError::BindOverRoot {
+                path: tmpfs.clone(),
+            });
+        }
+    }
+    if !valid_hostname(&settings.hostname) {
+        return Err(PlanError::InvalidHostname {
+            name: settings.hostname.clone(),
+        });
+    }
+    if let Identity::Root { uid, gid } = settings.identity {
+        if uid >= ROOT_MODE_ID_COUNT || gid >= ROOT_MODE_ID_COUNT {
+            return Err(PlanError::IdOutOfRange { uid, gid });
+        }
+        if settings.binds.len() > sys::process::MAX_DESCRIPTORS {
+            return Err(PlanError::TooManyBinds {
+                max: sys::process::MAX_DESCRIPTORS,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Hidden paths that are a bind target or contain one: masking them would hide the bind.
+fn unhidden(settings: &SandboxSettings) -> Vec<PathBuf> {
+    settings
+        .hidden
+        .iter()
+        .filter(|hidden| {
+            settings
+                .binds
+                .iter()
+                .any(|bind| bind.target.starts_with(&hidden.path))
+        })
+        .map(|hidden| hidden.path.clone())
+        .collect()
+}
+
+/// Hidden paths to mask: not unhidden, and not inside another masked directory (already masked
+/// with it).
+fn outermost_hidden<'a>(hidden: &'a [HiddenPath], unhidden: &[PathBuf]) -> Vec<&'a HiddenPath> {
+    let hidden: Vec<&HiddenPath> = hidden
+        .iter()
+        .filter(|candidate| !unhidden.contains(&candidate.path))
+        .collect();
+    hidden
+        .iter()
+        .copied()
+        .filter(|candidate| {
+            !hidden.iter().any(|other| {
+                other.kind == HiddenKind::Directory
+                    && other.path != candidate.path
+                    && candidate.path.starts_with(&other.path)
+            })
+        })
+        .collect()
+}
+
+impl LaunchPlan {
+    /// Plans the launch. Pure: the same settings always give the same plan.
+    ///
+    /// # Errors
+    ///
+    /// [`PlanError`] for settings that cannot make a sandbox.
+    pub fn new(settings: SandboxSettings) -> Result<LaunchPlan, PlanError> {
+        validate(&settings)?;
+        let (uid, gid) = settings.identity.sandbox_ids();
+        let root_mode = matches!(settings.identity, Identity::Root { .. });
+        let owner = format!("uid={uid},gid={gid}");
+        let mut setup = Vec::new();
+        let mut passed_mounts = Vec::new();
+
+        // 2. mount namespace: nothing propagates to or from the host.
+        setup.push(Step::MakeMountsPrivate);
+        // In root mode init starts as host root, which the user namespace does not map:
+        // become the sandbox's root before creating anything (files need a mapped owner).
+        if root_mode {
+            setup.push(Step::SetIdentity {
+                uid: 0,
+                gid: 0,
+                clear_groups: true,
+            });
+        }
+
+        // 3. staging root with the host's tree at /oldroot.
+        setup.push(Step::MountFilesystem {
+            filesystem: Filesystem::Tmpfs,
+            target: STAGING.into(),
+            attributes: MountAttributes::WRITABLE,
+            options: "mode=0755".into(),
+        });
+        for directory in [NEW_ROOT, OLD_ROOT] {
+            setup.push(Step::MakeDirectory {
+                path: under(STAGING, Path::new(directory)),
+                mode: 0o755,
+            });
+        }
+        setup.push(Step::MakeFile {
+            path: under(STAGING, Path::new(EMPTY_FILE)),
+            mode: 0,
+        });
+        setup.push(Step::PivotRoot {
+            new_root: STAGING.into(),
+            put_old: under(STAGING, Path::new(OLD_ROOT)),
+        });
+        setup.push(Step::ChangeDirectory { path: "/".into() });
+
+        // 4. rootfs, read-only with its submounts.
+        let rootfs_source = match &settings.rootfs {
+            Rootfs::Host => PathBuf::from(OLD_ROOT),
+            Rootfs::Directory(directory) => under(OLD_ROOT, directory),
+        };
+        setup.push(Step::BindMount {
+            source: rootfs_source,
+            target: NEW_ROOT.into(),
+        });
+        setup.push(Step::SetMountAttributes {
+            target: NEW_ROOT.into(),
+            attributes: MountAttributes::READ_ONLY,
+            recursive: true,
+        });
+
+        // 5. tmpfs mounts (first, so binds may land in them), binds, masks.
+        let mut tmpfs_paths: Vec<PathBuf> = Vec::new();
+        if settings.rootfs == Rootfs::Host {
+            // The host's /run holds its daemons' sockets (docker, dbus); a read-only mount
+            // does not stop connect(2), so the sandbox gets an empty one.
+            tmpfs_paths.push("/run".into());
+        }
+        tmpfs_paths.push("/tmp".into());
+        tmpfs_paths.extend(settings.tmpfs.iter().cloned());
+        for path in &tmpfs_paths {
+            setup.push(Step::MountFilesystem {
+                filesystem: Filesystem::Tmpfs,
+                target: under(NEW_ROOT, path),
+                attributes: MountAttributes::WRITABLE,
+                options: if path == Path::new("/tmp") {
+                    format!("mode=1777,{owner}")
+                } else {
+                    format!("mode=0755,{owner}")
+                },
+            });
+        }
+        for bind in &settings.binds {
+            let target = under(NEW_ROOT, &bind.target);
+            setup.push(Step::MakeMountPoint {
+                path: target.clone(),
+                directory: bind.directory,
+            });
+            if root_mode {
+                setup.push(Step::AttachMount {
+                    index: passed_mounts.len(),
+                    source: bind.source.clone(),
+                    target: target.clone(),
+                });
+                passed_mounts.push(PassedMount {
+                    source: bind.source.clone(),
+                    idmapped: bind.writable,
+                });
+            } else {
+                setup.push(Step::BindMount {
+                    source: under(OLD_ROOT, &bind.source),
+                    target: target.clone(),
+                });
+            }
+            setup.push(Step::SetMountAttributes {
+                target,
+                attributes: if bind.writable {
+                    MountAttributes::WRITABLE
+                } else {
+                    MountAttributes::READ_ONLY
+                },
+                recursive: true,
+            });
+        }
+        let unhidden = unhidden(&settings);
+        for hidden in outermost_hidden(&settings.hidden, &unhidden) {
+            let target = under(NEW_ROOT, &hidden.path);
+            match hidden.kind {
+                HiddenKind::Directory => setup.push(Step::MountFilesystem {
+                    filesystem: Filesystem::Tmpfs,
+                    target,
+                    attributes: MountAttributes::SEALED,
+                    options: "mode=000,size=4k,nr_inodes=1".into(),
+                }),
+                HiddenKind::File => {
+                    setup.push(Step::BindMount {
+                        source: EMPTY_FILE.into(),
+                        target: target.clone(),
+                    });
+                    setup.push(Step::SetMountAttributes {
+                        target,
+                        attributes: MountAttributes::SEALED,
+                        recursive: false,
+                    });
+                }
+            }
+        }
+
+        // 6. /proc, /dev, /tmp, /sys.
+        setup.push(Step::MountFilesystem {
+            filesystem: Filesystem::Proc,
+            target: under(NEW_ROOT, Path::new("/proc")),
+            attributes: MountAttributes {
+                read_only: false,
+                no_setuid: true,
+                no_devices: true,
+                no_exec: true,
+            },
+            options: String::new(),
+        });
+        let dev = under(NEW_ROOT, Path::new("/dev"));
+        setup.push(Step::MountFilesystem {
+            filesystem: Filesystem::Tmpfs,
+            target: dev.clone(),
+            attributes: MountAttributes {
+                read_only: false,
+                no_setuid: true,
+                no_devices: false,
+                no_exec: true,
+            },
+            options: "mode=0755".into(),
+        });
+        for device in DEVICES {
+            let target = dev.join(device);
+            setup.push(Step::MakeFile {
+                path: target.clone(),
+                mode: 0o666,
+            });
+            setup.push(Step::BindMount {
+                source: under(OLD_ROOT, &Path::new("/dev").join(device)),
+                target,
+            });
+        }
+        setup.push(Step::MakeDirectory {
+            path: dev.join("pts"),
+            mode: 0o755,
+        });
+        setup.push(Step::MountFilesystem {
+            filesystem: Filesystem::Devpts,
+            target: dev.join("pts"),
+            attributes: MountAttributes {
+                read_only: false,
+                no_setuid: true,
+                no_devices: false,
+                no_exec: true,
+            },
+            options: "newinstance,ptmxmode=0666,mode=0620".into(),
+        });
+        setup.push(Step::MakeDirectory {
+            path: dev.join("shm"),
+            mode: 0o755,
+        });
+        setup.push(Step::MountFilesystem {
+            filesystem: Filesystem::Tmpfs,
+            target: dev.join("shm"),
+            attributes: MountAttributes::WRITABLE,
+            options: format!("mode=1777,{owner}"),
+        });
+        for (link, target) in [
+            ("ptmx", "pts/ptmx"),
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            setup.push(Step::MakeSymlink {
+                target: target.into(),
+                link: dev.join(link),
+            });
+        }
+        setup.push(Step::SetMountAttributes {
+            target: dev,
+            attributes: MountAttributes {
+                read_only: true,
+                no_setuid: true,
+                no_devices: false,
+                no_exec: true,
+            },
+            recursive: false,
+        });
+        setup.push(Step::MountFilesystem {
+            filesystem: Filesystem::Sysfs,
+            target: under(NEW_ROOT, Path::new("/sys")),
+            attributes: MountAttributes::SEALED,
+            options: String::new(),
+        });
+
+        // 7. pivot_root into the new root; detach staging and the host's tree.
+        setup.push(Step::ChangeDirectory {
+            path: NEW_ROOT.into(),
+        });
+        setup.push(Step::PivotRoot {
+            new_root: ".".into(),
+            put_old: ".".into(),
+        });
+        setup.push(Step::DetachMount { target: ".".into() });
+        setup.push(Step::ChangeDirectory { path: "/".into() });
+
+        // 8. namespace settings, working directory.
+        setup.push(Step::SetHostname {
+            name: settings.hostname.clone(),
+        });
+        setup.push(Step::BringUpLoopback);
+        setup.push(Step::ChangeDirectory {
+            path: settings.working_directory.clone(),
+        });
+
+        // 9. the command's own process.
+        let mut command = vec![
+            Step::DisableCoreDumps,
+            Step::DropBoundingCapabilities,
+            Step::ClearAmbientCapabilities,
+        ];
+        if root_mode && (uid, gid) != (0, 0) {
+            command.push(Step::SetIdentity {
+                uid,
+                gid,
+                clear_groups: true,
+            });
+        }
+        command.push(Step::ClearCapabilities);
+        command.push(Step::SetNoNewPrivs);
+        if !settings.skip.landlock {
+            command.push(Step::RestrictLandlock);
+        }
+        if !settings.skip.seccomp {
+            command.push(Step::InstallSeccomp);
+        }
+        command.push(Step::Execute);
+
+        let id_maps = match settings.identity {
+            Identity::Rootless {
+                host_uid,
+                host_gid,
+                uid,
+                gid,
+            } => IdMaps {
+                uid_map: format!("{uid} {host_uid} 1\n"),
+                gid_map: format!("{gid} {host_gid} 1\n"),
+                deny_setgroups: true,
+            },
+            Identity::Root { .. } => IdMaps {
+                uid_map: format!("0 {ROOT_MODE_ID_BASE} {ROOT_MODE_ID_COUNT}\n"),
+                gid_map: format!("0 {ROOT_MODE_ID_BASE} {ROOT_MODE_ID_COUNT}\n"),
+                deny_setgroups: false,
+            },
+        };
+
+        let landlock = landlock_rules(&settings, &tmpfs_paths);
+        Ok(LaunchPlan {
+            settings,
+            setup,
+            command,
+            id_maps,
+            passed_mounts,
+            landlock,
+            unhidden,
+        })
+    }
+
+    /// The command's `PATH`, used to find the program.
+    pub fn search_path(&self) -> &str {
+        self.settings
+            .environment
+            .iter()
+            .find(|(name, _)| name == "PATH")
+            .map_or(DEFAULT_PATH, |(_, value)| value.as_str())
+    }
+
+    /// The environment as `KEY=VALUE` strings.
+    pub fn environment_strings(&self) -> Vec<String> {
+        self.settings
+            .environment
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect()
+    }
+}
+
+/// Read and execute everywhere; write only where the sandbox is meant to write. Hidden paths
+/// get nothing more than their masks allow (empty, mode 000, read-only): Landlock grants
+/// cannot carve an exception out of the read grant on `/`.
+fn landlock_rules(settings: &SandboxSettings, tmpfs_paths: &[PathBuf]) -> LandlockRules {
+    let mut write_directories: Vec<PathBuf> = settings
+        .binds
+        .iter()
+        .filter(|bind| bind.writable)
+        .map(|bind| bind.target.clone())
+        .collect();
+    write_directories.extend(tmpfs_paths.iter().cloned());
+    write_directories.push("/dev/shm".into());
+    write_directories.push("/dev/pts".into());
+    LandlockRules {
+        read: vec!["/".into()],
+        write_directories,
+        write_files: WRITABLE_DEVICES
+            .iter()
+            .map(|device| Path::new("/dev").join(device))
+            .collect(),
+    }
+}
