@@ -718,9 +718,10 @@ fn unpack_with_a_wrong_diff_id_leaves_the_target_as_it_was() {
     let store = Store::open(&work.path().join("store")).unwrap();
     store.import(&layout, &ImportOptions::default()).unwrap();
     let out = work.path().join("rootfs");
-    store
+    let err = store
         .unpack("bad", &out, layer::Options::for_current_user())
         .unwrap_err();
+    assert!(matches!(err, oci::UnpackError::DiffId { .. }), "{err}");
     assert!(!out.exists());
     let names: Vec<_> = std::fs::read_dir(work.path())
         .unwrap()

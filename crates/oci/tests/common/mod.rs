@@ -24,6 +24,8 @@ pub fn layer_tar(files: &[(&str, &str)]) -> Vec<u8> {
         let mut header = tar::Header::new_ustar();
         header.set_size(content.len() as u64);
         header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
         builder
@@ -156,6 +158,8 @@ pub fn write_tar(archive: &Path, members: &[Member]) {
     for member in members {
         let mut header = tar::Header::new_ustar();
         header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_mtime(0);
         match member {
             Member::File(path, bytes) => {
