@@ -224,7 +224,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         let held = Lock::acquire(&path, LockMode::Exclusive).unwrap();
-        assert!(Lock::try_acquire(&path, LockMode::Shared).unwrap().is_none());
+        assert!(Lock::try_acquire(&path, LockMode::Shared)
+            .unwrap()
+            .is_none());
         drop(held);
         let a = Lock::try_acquire(&path, LockMode::Shared).unwrap();
         let b = Lock::try_acquire(&path, LockMode::Shared).unwrap();

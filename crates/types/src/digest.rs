@@ -191,8 +191,14 @@ mod tests {
         assert_eq!(d.short(), "e3b0c44298fc");
         for (input, want) in [
             ("e3b0", DigestError::MissingAlgorithm("e3b0".into())),
-            ("md5:abcd", DigestError::UnsupportedAlgorithm("md5:abcd".into())),
-            ("sha256:ABCD", DigestError::BadEncoding("sha256:ABCD".into())),
+            (
+                "md5:abcd",
+                DigestError::UnsupportedAlgorithm("md5:abcd".into()),
+            ),
+            (
+                "sha256:ABCD",
+                DigestError::BadEncoding("sha256:ABCD".into()),
+            ),
             (
                 "sha256:../../etc/passwd",
                 DigestError::BadEncoding("sha256:../../etc/passwd".into()),
