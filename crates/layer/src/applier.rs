@@ -448,7 +448,10 @@ impl LayerRun<'_> {
             Kind::Other(flag) => {
                 self.warn(
                     entry,
-                    format!("entry type {:?} is not supported; skipped", char::from(flag)),
+                    format!(
+                        "entry type {:?} is not supported; skipped",
+                        char::from(flag)
+                    ),
                 );
                 false
             }
@@ -547,8 +550,7 @@ impl LayerRun<'_> {
         entry: &str,
     ) -> Result<OwnedFd, LayerError> {
         let root = &self.applier.root;
-        let mut current =
-            tree::resolve_dir(root, b".").map_err(|e| self.parent_error(entry, e))?;
+        let mut current = tree::resolve_dir(root, b".").map_err(|e| self.parent_error(entry, e))?;
         for n in 1..=components.len() {
             let prefix = names::join(&components[..n]);
             match tree::resolve_dir(&self.applier.root, &prefix) {
@@ -618,15 +620,17 @@ impl LayerRun<'_> {
 
     /// The `user.hardbox.owner` value to record, when owners are recorded and not root's.
     fn recorded_owner(&self, header: &EntryHeader) -> Option<String> {
-        (self.applier.options.ownership == Ownership::Record
-            && (header.uid, header.gid) != (0, 0))
+        (self.applier.options.ownership == Ownership::Record && (header.uid, header.gid) != (0, 0))
             .then(|| format!("{}:{}", header.uid, header.gid))
     }
 
     /// Whether an xattr failure is one to report and go on from (not permitted or not
     /// supported here) rather than stop on.
     fn xattr_refused(errno: Errno) -> bool {
-        matches!(errno, Errno::PERM | Errno::OPNOTSUPP | Errno::ACCESS | Errno::INVAL)
+        matches!(
+            errno,
+            Errno::PERM | Errno::OPNOTSUPP | Errno::ACCESS | Errno::INVAL
+        )
     }
 
     /// Owner, mode, xattrs of an open file or directory, in that order (chown clears setuid
@@ -783,8 +787,14 @@ impl LayerRun<'_> {
             rfs::symlinkat(target, parent, name)
         })?;
         if let Some((uid, gid)) = self.owner(header.uid, header.gid, entry)? {
-            rfs::chownat(&*parent, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| self.fail(entry, "set owner", e))?;
+            rfs::chownat(
+                &*parent,
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.fail(entry, "set owner", e))?;
         }
         if !header.xattrs.is_empty() {
             self.warn(entry, "xattrs on symlinks are not set".to_owned());
@@ -838,8 +848,7 @@ impl LayerRun<'_> {
             return Err(self.fail(entry, "link to the root directory", Errno::PERM));
         };
         let target_parent =
-            match tree::resolve_dir(&self.applier.root, &names::join(target.parent_components()))
-            {
+            match tree::resolve_dir(&self.applier.root, &names::join(target.parent_components())) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR) => return Err(missing()),
                 Err(e) => return Err(self.fail(entry, "open hardlink target directory", e)),
@@ -899,12 +908,22 @@ impl LayerRun<'_> {
     ) -> Result<bool, LayerError> {
         let parent = self.parent_of(path, entry)?;
         let name = path.file_name().unwrap_or(b".");
-        self.create(&parent, name, entry, "create special file", |parent, name| {
-            rfs::mknodat(parent, name, file_type, mode(0o600), device)
-        })?;
+        self.create(
+            &parent,
+            name,
+            entry,
+            "create special file",
+            |parent, name| rfs::mknodat(parent, name, file_type, mode(0o600), device),
+        )?;
         if let Some((uid, gid)) = self.owner(header.uid, header.gid, entry)? {
-            rfs::chownat(&*parent, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| self.fail(entry, "set owner", e))?;
+            rfs::chownat(
+                &*parent,
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.fail(entry, "set owner", e))?;
         }
         let fd = tree::open_path(&*parent, name)
             .map_err(|e| self.fail(entry, "open special file", e))?;
@@ -927,7 +946,12 @@ impl LayerRun<'_> {
         }
         if let Some(owner) = self.recorded_owner(header) {
             // Best effort: most filesystems refuse user xattrs on special files.
-            let _ = rfs::setxattr(&proc_path, OWNER_XATTR, owner.as_bytes(), XattrFlags::empty());
+            let _ = rfs::setxattr(
+                &proc_path,
+                OWNER_XATTR,
+                owner.as_bytes(),
+                XattrFlags::empty(),
+            );
         }
         let atime = header.atime.unwrap_or(header.mtime);
         rfs::utimensat(
@@ -994,7 +1018,8 @@ impl LayerRun<'_> {
             Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
             Err(e) => return Err(self.fail(entry, "open opaque directory", e)),
         };
-        let fd = tree::open_dir(&fd, b".").map_err(|e| self.fail(entry, "open opaque directory", e))?;
+        let fd =
+            tree::open_dir(&fd, b".").map_err(|e| self.fail(entry, "open opaque directory", e))?;
         self.invalidate_parents();
         self.clear_lower(&fd, &directory, entry)
     }

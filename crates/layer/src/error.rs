@@ -25,7 +25,9 @@ pub enum LayerError {
         limit: usize,
     },
 
-    #[error("failed to apply layer {layer}: hardlink {entry:?} points to {target:?} outside the root")]
+    #[error(
+        "failed to apply layer {layer}: hardlink {entry:?} points to {target:?} outside the root"
+    )]
     HardlinkOutsideRoot {
         layer: Digest,
         entry: String,
@@ -71,7 +73,9 @@ pub enum LayerError {
         size: u32,
     },
 
-    #[error("failed to apply layer {layer}: entry {entry:?} is a sparse file, which is not supported")]
+    #[error(
+        "failed to apply layer {layer}: entry {entry:?} is a sparse file, which is not supported"
+    )]
     SparseFile { layer: Digest, entry: String },
 
     #[error("failed to apply layer {layer}: corrupt or truncated {compression} stream")]
@@ -102,7 +106,9 @@ pub enum LayerError {
         field: &'static str,
     },
 
-    #[error("failed to apply layer {layer}: extended tar header after entry {after:?} is malformed")]
+    #[error(
+        "failed to apply layer {layer}: extended tar header after entry {after:?} is malformed"
+    )]
     BadPaxHeader { layer: Digest, after: String },
 
     #[error("failed to apply layer {layer}: extended tar header of {size} bytes after entry {after:?} exceeds the limit of {limit} bytes")]

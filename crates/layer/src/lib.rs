@@ -70,7 +70,11 @@ pub enum Ownership {
     Preserve,
     /// Add a base to every uid/gid (root inside maps to `uid_base` on the host); ids at or above
     /// `size` are an error.
-    Shift { uid_base: u32, gid_base: u32, size: u32 },
+    Shift {
+        uid_base: u32,
+        gid_base: u32,
+        size: u32,
+    },
     /// Leave files owned by the caller and record the layer's owner in the
     /// `user.hardbox.owner` xattr (`"UID:GID"`) when it is not 0:0.
     Record,
@@ -131,7 +135,11 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "layer {}: entry {}: {}", self.layer, self.entry, self.message)
+        write!(
+            f,
+            "layer {}: entry {}: {}",
+            self.layer, self.entry, self.message
+        )
     }
 }
 
@@ -146,4 +154,3 @@ pub struct LayerStats {
     pub bytes: u64,
     pub warnings: Vec<Warning>,
 }
-

@@ -371,7 +371,13 @@ mod tests {
     #[test]
     fn pax_times_parse_with_fractions() {
         let t = |s: &str| parse_time(s.as_bytes());
-        assert_eq!(t("12"), Some(Time { seconds: 12, nanoseconds: 0 }));
+        assert_eq!(
+            t("12"),
+            Some(Time {
+                seconds: 12,
+                nanoseconds: 0
+            })
+        );
         assert_eq!(
             t("12.5"),
             Some(Time {

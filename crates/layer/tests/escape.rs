@@ -21,7 +21,10 @@ fn unpack_rejects_absolute_paths() {
     let target = sandbox.outside.join("evil");
     let name = target.to_str().expect("utf-8 path");
     let layer = Tar::new().file("ok", "fine").file(name, "evil").bytes();
-    check_error(&[layer.clone()], &format!("entry {name:?} has an absolute path"));
+    check_error(
+        &[layer.clone()],
+        &format!("entry {name:?} has an absolute path"),
+    );
     // The same archive against the sandbox whose outside it names.
     assert!(apply(&sandbox.root, &[layer]).is_err());
     sandbox.assert_outside_untouched();
@@ -33,7 +36,10 @@ fn unpack_rejects_absolute_paths() {
 fn unpack_rejects_nul_and_overlong_names() {
     let long = "a/".repeat(2100);
     let layer = Tar::new().file(&long, "x").bytes();
-    check_error(&[layer], &format!("entry {long:?} is longer than 4096 bytes"));
+    check_error(
+        &[layer],
+        &format!("entry {long:?} is longer than 4096 bytes"),
+    );
     let mut entry = Entry::new("placeholder", b'0');
     entry.pax.push(("path".into(), b"a\0/../../b".to_vec()));
     let layer = Tar::new().entry(entry).bytes();
@@ -49,7 +55,10 @@ fn write_through_symlink_in_same_layer_lands_inside_root() {
             .file("link/evil", "stays inside")
             .bytes();
         apply(&sandbox.root, &[layer]).expect("apply");
-        assert_eq!(fs::read(sandbox.path("evil")).expect("evil"), b"stays inside");
+        assert_eq!(
+            fs::read(sandbox.path("evil")).expect("evil"),
+            b"stays inside"
+        );
         sandbox.assert_outside_untouched();
     }
 }
@@ -68,7 +77,10 @@ fn write_through_symlink_from_lower_layer_lands_inside_root() {
         .bytes();
     apply(&sandbox.root, &[lower, upper]).expect("apply");
     assert_eq!(fs::read(sandbox.path("evil")).expect("evil"), b"one");
-    assert_eq!(fs::read(sandbox.path("inside/evil")).expect("inside/evil"), b"two");
+    assert_eq!(
+        fs::read(sandbox.path("inside/evil")).expect("inside/evil"),
+        b"two"
+    );
     sandbox.assert_outside_untouched();
 }
 
@@ -93,7 +105,10 @@ fn write_through_symlink_to_real_outside_path_stays_inside() {
         .file("out/evil", "x")
         .bytes();
     apply(&sandbox.root, &[layer]).expect("apply");
-    assert_eq!(fs::read(sandbox.root.join(inner).join("evil")).expect("evil"), b"x");
+    assert_eq!(
+        fs::read(sandbox.root.join(inner).join("evil")).expect("evil"),
+        b"x"
+    );
     sandbox.assert_outside_untouched();
 }
 
@@ -226,7 +241,11 @@ fn replacing_a_symlinked_directory_does_not_follow_it() {
         .symlink("d", &outside)
         .symlink("f", format!("{outside}/secret"))
         .bytes();
-    let upper = Tar::new().dir("d/").file("f", "replaced").file("d/x", "in").bytes();
+    let upper = Tar::new()
+        .dir("d/")
+        .file("f", "replaced")
+        .file("d/x", "in")
+        .bytes();
     apply(&sandbox.root, &[lower, upper]).expect("apply");
     assert!(fs::symlink_metadata(sandbox.path("d")).expect("d").is_dir());
     assert_eq!(fs::read(sandbox.path("f")).expect("f"), b"replaced");

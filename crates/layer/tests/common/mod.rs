@@ -108,7 +108,12 @@ impl Tar {
             self.bytes.extend_from_slice(&body);
             pad(&mut self.bytes);
         }
-        let mut header = raw_header(&entry.name, &entry.link, entry.kind, entry.data.len() as u64);
+        let mut header = raw_header(
+            &entry.name,
+            &entry.link,
+            entry.kind,
+            entry.data.len() as u64,
+        );
         header.set_mode(entry.mode);
         header.set_uid(entry.uid);
         header.set_gid(entry.gid);
@@ -202,15 +207,31 @@ impl Sandbox {
             .map(|e| e.expect("entry").file_name())
             .collect();
         names.sort();
-        assert_eq!(names, ["outside", "root"], "something was created next to the root");
+        assert_eq!(
+            names,
+            ["outside", "root"],
+            "something was created next to the root"
+        );
         let inside: Vec<_> = fs::read_dir(&self.outside)
             .expect("outside")
             .map(|e| e.expect("entry").file_name())
             .collect();
-        assert_eq!(inside, ["secret"], "something was created in the sentinel directory");
+        assert_eq!(
+            inside,
+            ["secret"],
+            "something was created in the sentinel directory"
+        );
         let secret = self.secret();
-        assert_eq!(fs::read(&secret).expect("secret"), SENTINEL, "sentinel was changed");
-        assert_eq!(fs::symlink_metadata(&secret).expect("secret").nlink(), 1, "sentinel gained a link");
+        assert_eq!(
+            fs::read(&secret).expect("secret"),
+            SENTINEL,
+            "sentinel was changed"
+        );
+        assert_eq!(
+            fs::symlink_metadata(&secret).expect("secret").nlink(),
+            1,
+            "sentinel gained a link"
+        );
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
