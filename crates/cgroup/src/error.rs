@@ -238,7 +238,9 @@ pub enum CgroupError {
         text: String,
     },
     /// The value needs a controller this cgroup does not use.
-    #[error("sandbox cgroup {name} has no {controller} controller (no {controller} limit was set)")]
+    #[error(
+        "sandbox cgroup {name} has no {controller} controller (no {controller} limit was set)"
+    )]
     NotLimited {
         /// The sandbox name.
         name: String,

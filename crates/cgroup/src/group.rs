@@ -107,9 +107,9 @@ impl Cgroup {
             }
         };
         for &controller in &limits.controllers() {
-            let placement =
-                host.placement(controller)
-                    .map_err(|reason| CreateError::Unavailable { controller, reason })?;
+            let placement = host
+                .placement(controller)
+                .map_err(|reason| CreateError::Unavailable { controller, reason })?;
             add(placement.version, placement.parent, Some(controller));
         }
         let unified_parent = host.unified.as_ref().and_then(|u| host.usable(u).ok());
@@ -146,7 +146,9 @@ impl Cgroup {
         // From here on, an error drops `cgroup`, which removes what was created.
         for plan in &plans {
             let leaf = create_leaf(plan, name)?;
-            cgroup.group_directories.push(plan.parent.join(GROUP_DIRECTORY));
+            cgroup
+                .group_directories
+                .push(plan.parent.join(GROUP_DIRECTORY));
             let member = Member {
                 version: plan.version,
                 directory: leaf.clone(),
@@ -253,8 +255,11 @@ impl Cgroup {
     pub fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
         for member in &self.members {
             let path = member.directory.join("cgroup.procs");
-            std::fs::write(&path, pid.to_string())
-                .map_err(|source| CgroupError::AddProcess { pid, path, source })?;
+            std::fs::write(&path, pid.to_string()).map_err(|source| CgroupError::AddProcess {
+                pid,
+                path,
+                source,
+            })?;
         }
         Ok(())
     }
@@ -549,7 +554,10 @@ fn create_leaf(plan: &Plan, name: &str) -> Result<PathBuf, CreateError> {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
             Err(source) => {
-                return Err(CreateError::CreateDirectory { path: group, source });
+                return Err(CreateError::CreateDirectory {
+                    path: group,
+                    source,
+                });
             }
         }
         if plan.version == Version::V2 {
@@ -558,7 +566,8 @@ fn create_leaf(plan: &Plan, name: &str) -> Result<PathBuf, CreateError> {
                 match enable_controller(&group, controller) {
                     Ok(()) => {}
                     Err(CreateError::EnableController { source, .. })
-                        if source.kind() == io::ErrorKind::NotFound && attempt < CREATE_ATTEMPTS =>
+                        if source.kind() == io::ErrorKind::NotFound
+                            && attempt < CREATE_ATTEMPTS =>
                     {
                         lost_group = true;
                         break;
@@ -585,11 +594,12 @@ fn create_leaf(plan: &Plan, name: &str) -> Result<PathBuf, CreateError> {
 /// Writes `+controller` to `directory/cgroup.subtree_control` unless it is already enabled.
 fn enable_controller(directory: &Path, controller: Controller) -> Result<(), CreateError> {
     let path = directory.join("cgroup.subtree_control");
-    let enabled = std::fs::read_to_string(&path).map_err(|source| CreateError::EnableController {
-        controller,
-        path: path.clone(),
-        source,
-    })?;
+    let enabled =
+        std::fs::read_to_string(&path).map_err(|source| CreateError::EnableController {
+            controller,
+            path: path.clone(),
+            source,
+        })?;
     if enabled.split_whitespace().any(|c| c == controller.name()) {
         return Ok(());
     }
@@ -719,6 +729,7 @@ fn read_procs(directory: &Path) -> Result<Vec<i32>, CgroupError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests unwrap values known to be valid")]
 mod tests {
     use super::*;
 
@@ -744,8 +755,11 @@ mod tests {
     fn reads_flat_keyed_files() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("memory.events");
-        std::fs::write(&path, "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
         assert_eq!(read_key(&path, "oom_kill").unwrap(), 1);
         assert_eq!(read_key(&path, "max").unwrap(), 12);
         assert_eq!(

@@ -182,19 +182,17 @@ impl Layout {
                 text: line.to_owned(),
             })?;
             match mount.fs_type {
-                "cgroup2" => {
-                    if layout.unified.is_none() {
-                        let cgroup = memberships
-                            .iter()
-                            .find(|m| m.hierarchy_id == 0 && m.controllers.is_empty())
-                            .map(|m| m.path.clone());
-                        layout.unified = Some(MountedHierarchy {
-                            mount_point: PathBuf::from(unescape(mount.mount_point)),
-                            mount_root: unescape(mount.root),
-                            controllers: Vec::new(),
-                            cgroup,
-                        });
-                    }
+                "cgroup2" if layout.unified.is_none() => {
+                    let cgroup = memberships
+                        .iter()
+                        .find(|m| m.hierarchy_id == 0 && m.controllers.is_empty())
+                        .map(|m| m.path.clone());
+                    layout.unified = Some(MountedHierarchy {
+                        mount_point: PathBuf::from(unescape(mount.mount_point)),
+                        mount_root: unescape(mount.root),
+                        controllers: Vec::new(),
+                        cgroup,
+                    });
                 }
                 "cgroup" => {
                     let controllers: Vec<String> = mount
@@ -423,12 +421,14 @@ impl HostCgroups {
             _ => self.legacy.iter().find(|h| h.offers(name)),
         };
         let Some(hierarchy) = chosen else {
-            return Err(match self.unified.as_ref().and_then(|u| u.parent.as_ref()) {
-                Some(parent) => UnavailableReason::NotEnabled {
-                    path: parent.join("cgroup.controllers"),
+            return Err(
+                match self.unified.as_ref().and_then(|u| u.parent.as_ref()) {
+                    Some(parent) => UnavailableReason::NotEnabled {
+                        path: parent.join("cgroup.controllers"),
+                    },
+                    None => UnavailableReason::NotMounted,
                 },
-                None => UnavailableReason::NotMounted,
-            });
+            );
         };
         self.usable(hierarchy).map(|parent| Placement {
             version: hierarchy.version,

@@ -43,7 +43,9 @@ mod group;
 mod host;
 mod limits;
 
-pub use error::{CgroupError, CreateError, DetectError, ParseError, RemoveError, UnavailableReason};
+pub use error::{
+    CgroupError, CreateError, DetectError, ParseError, RemoveError, UnavailableReason,
+};
 pub use group::{Cgroup, GROUP_DIRECTORY};
 pub use host::{
     Controller, Hierarchy, Host, HostCgroups, Layout, Mode, MountedHierarchy, ParentState,

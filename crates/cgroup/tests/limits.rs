@@ -4,6 +4,12 @@
 //!
 //! These tests need root and assert it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on the first unexpected error"
+)]
+
 mod common;
 
 use std::io::Read;
@@ -57,9 +63,19 @@ fn pids_limit_stops_forks_beyond_it() {
     release_into(&group, &mut child);
     let status = child.wait().unwrap();
     let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let started = stdout.lines().filter(|l| *l == "started").count();
 
     assert!(
@@ -70,7 +86,10 @@ fn pids_limit_stops_forks_beyond_it() {
         stderr.to_lowercase().contains("fork"),
         "the shell did not report a failed fork: {stderr:?}"
     );
-    assert!(group.pids_denied().unwrap() >= 1, "pids.events counted no refused fork");
+    assert!(
+        group.pids_denied().unwrap() >= 1,
+        "pids.events counted no refused fork"
+    );
     assert!(group.pids_current().unwrap() <= 8);
     assert_eq!(group.processes().unwrap().len(), started);
 
@@ -155,7 +174,11 @@ fn remove_leaves_no_directory_behind() {
         ..Limits::default()
     };
     let mut group = Cgroup::create(&host, &unique_name("remove"), &limits).unwrap();
-    let directories: Vec<PathBuf> = group.directories().iter().map(|d| d.to_path_buf()).collect();
+    let directories: Vec<PathBuf> = group
+        .directories()
+        .iter()
+        .map(|d| d.to_path_buf())
+        .collect();
     // One directory per hierarchy that holds a limit, plus the unified one when usable.
     let mut expected = std::collections::BTreeSet::new();
     for &controller in Controller::ALL {
@@ -163,14 +186,20 @@ fn remove_leaves_no_directory_behind() {
     }
     if host.mode == Mode::Hybrid {
         let unified_mount = &host.unified.as_ref().unwrap().mount_point;
-        let unified: Vec<&PathBuf> =
-            directories.iter().filter(|d| d.starts_with(unified_mount)).collect();
+        let unified: Vec<&PathBuf> = directories
+            .iter()
+            .filter(|d| d.starts_with(unified_mount))
+            .collect();
         assert_eq!(unified.len(), 1, "no unified directory in {directories:?}");
         expected.insert(unified[0].clone());
     }
     assert_eq!(directories.len(), expected.len(), "{directories:?}");
     for directory in &directories {
-        assert!(directory.is_dir(), "{} was not created", directory.display());
+        assert!(
+            directory.is_dir(),
+            "{} was not created",
+            directory.display()
+        );
     }
 
     let mut child = gated_shell("sleep 1000 & sleep 1000 & wait");
@@ -188,7 +217,11 @@ fn remove_leaves_no_directory_behind() {
     wait_until_empty(&group);
     group.remove().unwrap();
     for directory in &directories {
-        assert!(!directory.exists(), "{} is left behind", directory.display());
+        assert!(
+            !directory.exists(),
+            "{} is left behind",
+            directory.display()
+        );
     }
 }
 
@@ -203,9 +236,15 @@ fn pure_v1_kills_through_the_freezer_and_cleans_up() {
         ..Limits::default()
     };
     let mut group = Cgroup::create(&host, &unique_name("v1"), &limits).unwrap();
-    let directories: Vec<PathBuf> = group.directories().iter().map(|d| d.to_path_buf()).collect();
+    let directories: Vec<PathBuf> = group
+        .directories()
+        .iter()
+        .map(|d| d.to_path_buf())
+        .collect();
     assert!(
-        directories.iter().any(|d| d.starts_with("/sys/fs/cgroup/freezer")),
+        directories
+            .iter()
+            .any(|d| d.starts_with("/sys/fs/cgroup/freezer")),
         "no freezer directory in {directories:?}"
     );
     for &controller in Controller::ALL {
@@ -219,13 +258,20 @@ fn pure_v1_kills_through_the_freezer_and_cleans_up() {
     group.kill_all().unwrap();
     assert_eq!(child.wait().unwrap().signal(), Some(9));
     wait_until_empty(&group);
-    let freezer = directories.iter().find(|d| d.starts_with("/sys/fs/cgroup/freezer")).unwrap();
+    let freezer = directories
+        .iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/freezer"))
+        .unwrap();
     assert_eq!(read(&freezer.join("freezer.state")), "THAWED");
     // cpuacct accounts CPU time when there is no unified hierarchy.
     assert!(group.cpu_usage().is_ok());
     group.remove().unwrap();
     for directory in &directories {
-        assert!(!directory.exists(), "{} is left behind", directory.display());
+        assert!(
+            !directory.exists(),
+            "{} is left behind",
+            directory.display()
+        );
     }
 }
 
@@ -253,10 +299,20 @@ fn a_limit_that_cannot_be_enforced_fails_closed_and_creates_nothing() {
     };
     let err = Cgroup::create(&host, &name, &limits).unwrap_err();
     assert!(
-        matches!(err, CreateError::Unavailable { controller: Controller::Memory, .. }),
+        matches!(
+            err,
+            CreateError::Unavailable {
+                controller: Controller::Memory,
+                ..
+            }
+        ),
         "{err:?}"
     );
-    assert!(err.to_string().starts_with("cannot enforce the memory limit: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot enforce the memory limit: "),
+        "{err}"
+    );
     let pids_parent = host.placement(Controller::Pids).unwrap().parent;
     assert!(!pids_parent.join("hardbox").join(&name).exists());
 }
@@ -289,12 +345,20 @@ fn dropping_a_cgroup_kills_its_processes_and_removes_it() {
         ..Limits::default()
     };
     let group = Cgroup::create(&host, &unique_name("drop"), &limits).unwrap();
-    let directories: Vec<PathBuf> = group.directories().iter().map(|d| d.to_path_buf()).collect();
+    let directories: Vec<PathBuf> = group
+        .directories()
+        .iter()
+        .map(|d| d.to_path_buf())
+        .collect();
     let mut child = gated_shell("sleep 1000");
     release_into(&group, &mut child);
     drop(group);
     assert_eq!(child.wait().unwrap().signal(), Some(9));
     for directory in &directories {
-        assert!(!directory.exists(), "{} is left behind", directory.display());
+        assert!(
+            !directory.exists(),
+            "{} is left behind",
+            directory.display()
+        );
     }
 }

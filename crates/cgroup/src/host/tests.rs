@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, reason = "tests unwrap values known to be valid")]
+
 use super::*;
 
 /// Renders what hardbox would do with each controller on a host, every directory writable.
@@ -9,7 +11,12 @@ fn render(mountinfo: &str, proc_cgroup: &str, unified_controllers: &str) -> Stri
     let host = HostCgroups::assemble(
         &layout,
         None,
-        |_| unified_controllers.split_whitespace().map(str::to_owned).collect(),
+        |_| {
+            unified_controllers
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        },
         |_| ParentState::Writable,
         true,
         |_| true,
@@ -25,7 +32,11 @@ fn render(mountinfo: &str, proc_cgroup: &str, unified_controllers: &str) -> Stri
         out.push_str(&format!("\n{controller}: "));
         match host.placement(controller) {
             Ok(placement) => {
-                out.push_str(&format!("{} {}", placement.version, placement.parent.display()));
+                out.push_str(&format!(
+                    "{} {}",
+                    placement.version,
+                    placement.parent.display()
+                ));
             }
             Err(reason) => out.push_str(&format!("unavailable: {reason}")),
         }
@@ -35,7 +46,12 @@ fn render(mountinfo: &str, proc_cgroup: &str, unified_controllers: &str) -> Stri
 
 fn check(mountinfo: &str, proc_cgroup: &str, unified_controllers: &str, expected: &str) {
     let got = render(mountinfo, proc_cgroup, unified_controllers);
-    assert_eq!(got, expected.trim(), "\n--- got ---\n{got}\n--- expected ---\n{}", expected.trim());
+    assert_eq!(
+        got,
+        expected.trim(),
+        "\n--- got ---\n{got}\n--- expected ---\n{}",
+        expected.trim()
+    );
 }
 
 const PROC: &str = "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n";
@@ -260,22 +276,40 @@ cpu: unavailable: the controller is not listed in /tmp/cgroup two/a\\b/cgroup.co
         "",
         r#"error: malformed line 2 of /proc/self/cgroup: "memory:/""#,
     );
-    check("", "x::/\n", "", r#"error: malformed line 1 of /proc/self/cgroup: "x::/""#);
+    check(
+        "",
+        "x::/\n",
+        "",
+        r#"error: malformed line 1 of /proc/self/cgroup: "x::/""#,
+    );
 }
 
 #[test]
 fn unwritable_parents_fail_closed_with_the_reason() {
     let layout = Layout::parse(HYBRID_MOUNTINFO, HYBRID_CGROUP).unwrap();
     let render = |root_user: bool, state: ParentState| {
-        let host = HostCgroups::assemble(&layout, None, |_| Vec::new(), |_| state, root_user, |_| true);
+        let host = HostCgroups::assemble(
+            &layout,
+            None,
+            |_| Vec::new(),
+            |_| state,
+            root_user,
+            |_| true,
+        );
         host.placement(Controller::Pids).unwrap_err().to_string()
     };
-    assert_eq!(render(true, ParentState::NotWritable), "/sys/fs/cgroup/pids is not writable");
+    assert_eq!(
+        render(true, ParentState::NotWritable),
+        "/sys/fs/cgroup/pids is not writable"
+    );
     assert_eq!(
         render(false, ParentState::NotWritable),
         "/sys/fs/cgroup/pids is not delegated to this user (not root, and the cgroup is not writable)"
     );
-    assert_eq!(render(true, ParentState::Missing), "the parent cgroup /sys/fs/cgroup/pids does not exist");
+    assert_eq!(
+        render(true, ParentState::Missing),
+        "the parent cgroup /sys/fs/cgroup/pids does not exist"
+    );
 }
 
 #[test]
@@ -290,7 +324,10 @@ fn a_configured_parent_replaces_the_current_cgroup() {
         |_| true,
     );
     let placement = host.placement(Controller::Memory).unwrap();
-    assert_eq!(placement.parent, Path::new("/sys/fs/cgroup/memory/hardbox.slice"));
+    assert_eq!(
+        placement.parent,
+        Path::new("/sys/fs/cgroup/memory/hardbox.slice")
+    );
     assert_eq!(
         host.unified.unwrap().parent.as_deref(),
         Some(Path::new("/sys/fs/cgroup/unified/hardbox.slice"))
@@ -305,8 +342,15 @@ fn delegation_is_for_non_root_users_with_a_writable_unified_cgroup() {
     )
     .unwrap();
     let assemble = |root_user: bool, state: ParentState, owned: bool| {
-        HostCgroups::assemble(&layout, None, |_| vec!["memory".to_owned()], |_| state, root_user, |_| owned)
-            .delegated
+        HostCgroups::assemble(
+            &layout,
+            None,
+            |_| vec!["memory".to_owned()],
+            |_| state,
+            root_user,
+            |_| owned,
+        )
+        .delegated
     };
     assert!(assemble(false, ParentState::Writable, true));
     assert!(!assemble(false, ParentState::Writable, false));

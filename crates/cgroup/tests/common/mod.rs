@@ -1,6 +1,10 @@
 //! Helpers shared by the kernel tests: root check, unique names, gated children.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    reason = "shared by several test binaries; tests fail loudly on the first unexpected error"
+)]
 
 use std::io::Write;
 use std::path::Path;
@@ -30,7 +34,11 @@ pub fn unique_name(what: &str) -> String {
 /// Starts `sh -c script` that waits for a line on stdin before running `script`, so that it
 /// can be put in a cgroup before it does anything.
 pub fn gated_shell(script: &str) -> Child {
-    gated(Command::new("/bin/sh").arg("-c").arg(format!("read go; {script}")))
+    gated(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("read go; {script}")),
+    )
 }
 
 /// Starts `command`, which must read one line from stdin before doing its work.
