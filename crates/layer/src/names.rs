@@ -140,6 +140,7 @@ pub fn whiteout_kind(name: &[u8]) -> WhiteoutKind {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests unwrap values known to be valid")]
 mod tests {
     use super::*;
 

@@ -1,5 +1,10 @@
 //! What applying layers produces: replacement rules, whiteouts, limits, devices, times,
 //! ownership recording and overlay-form whiteouts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected values"
+)]
 
 mod common;
 
@@ -29,11 +34,22 @@ fn files_directories_symlinks_hardlinks_and_fifos_are_created() {
     let stats = apply(&sandbox.root, &[layer]).expect("apply");
     assert_eq!(stats[0].entries, 7);
     assert_eq!(stats[0].bytes, 7 + 10 + 4);
-    assert_eq!(fs::read(sandbox.path("dir/link")).expect("link"), b"content");
-    assert_eq!(fs::read_link(sandbox.path("dir/link")).expect("readlink").to_str(), Some("file"));
+    assert_eq!(
+        fs::read(sandbox.path("dir/link")).expect("link"),
+        b"content"
+    );
+    assert_eq!(
+        fs::read_link(sandbox.path("dir/link"))
+            .expect("readlink")
+            .to_str(),
+        Some("file")
+    );
     let file = fs::metadata(sandbox.path("dir/file")).expect("file");
     assert_eq!(file.nlink(), 2);
-    assert_eq!(file.ino(), fs::metadata(sandbox.path("dir/hard")).expect("hard").ino());
+    assert_eq!(
+        file.ino(),
+        fs::metadata(sandbox.path("dir/hard")).expect("hard").ino()
+    );
     assert_eq!(file.permissions().mode() & 0o7777, 0o644);
     let tool = fs::metadata(sandbox.path("dir/tool")).expect("tool");
     assert_eq!(tool.permissions().mode() & 0o7777, 0o750);
@@ -42,7 +58,10 @@ fn files_directories_symlinks_hardlinks_and_fifos_are_created() {
     assert_eq!(fifo.permissions().mode() & 0o7777, 0o640);
     let implicit = fs::metadata(sandbox.path("implicit/parents")).expect("implicit");
     assert_eq!(implicit.permissions().mode() & 0o7777, 0o755);
-    assert_eq!(fs::read(sandbox.path("implicit/parents/f")).expect("f"), b"deep");
+    assert_eq!(
+        fs::read(sandbox.path("implicit/parents/f")).expect("f"),
+        b"deep"
+    );
 }
 
 #[test]
@@ -69,7 +88,10 @@ fn duplicate_entries_last_wins() {
         .bytes();
     apply(&sandbox.root, &[layer]).expect("apply");
     assert_eq!(fs::read(sandbox.path("f")).expect("f"), b"two");
-    assert_eq!(fs::read_link(sandbox.path("s")).expect("s").to_str(), Some("b"));
+    assert_eq!(
+        fs::read_link(sandbox.path("s")).expect("s").to_str(),
+        Some("b")
+    );
 }
 
 #[test]
@@ -103,7 +125,11 @@ fn directory_over_directory_merges_and_updates_mode() {
     let upper = Tar::new().entry(dir).file("d/new", "added").bytes();
     apply(&sandbox.root, &[lower, upper]).expect("apply");
     assert_eq!(list(&sandbox.path("d")), ["new", "old"]);
-    let mode = fs::metadata(sandbox.path("d")).expect("d").permissions().mode() & 0o7777;
+    let mode = fs::metadata(sandbox.path("d"))
+        .expect("d")
+        .permissions()
+        .mode()
+        & 0o7777;
     assert_eq!(mode, 0o711);
 }
 
@@ -182,7 +208,10 @@ fn overlay_whiteouts_are_kept_as_char_devices_and_opaque_xattrs() {
     } else {
         "user.overlay.opaque"
     };
-    assert_eq!(lgetxattr(&sandbox.path("d"), xattr).as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        lgetxattr(&sandbox.path("d"), xattr).as_deref(),
+        Some(&b"y"[..])
+    );
     assert_eq!(list(&sandbox.path("d")), ["kept"]);
     assert_eq!(list(&sandbox.root), ["d", "e", "gone"]);
 }
@@ -197,12 +226,14 @@ fn devices_are_skipped_with_a_warning() {
         devices: Devices::Skip,
         ..options()
     };
-    let stats = apply_with(&sandbox.root, options, &[layer.clone()]).expect("apply");
+    let stats = apply_with(&sandbox.root, options, std::slice::from_ref(&layer)).expect("apply");
     let warnings = &stats[0].warnings;
     assert_eq!(warnings.len(), 1);
     assert_eq!(warnings[0].layer, digest_of(&layer));
     assert_eq!(warnings[0].entry, "dev/null");
-    assert!(warnings[0].to_string().contains("character device 1:3 skipped"));
+    assert!(warnings[0]
+        .to_string()
+        .contains("character device 1:3 skipped"));
     assert!(list(&sandbox.path("dev")).is_empty());
 }
 
@@ -220,7 +251,7 @@ fn size_bomb_fails_before_writing() {
         },
         ..options()
     };
-    let err = apply_with(&sandbox.root, options, &[layer.clone()]).expect_err("bomb");
+    let err = apply_with(&sandbox.root, options, std::slice::from_ref(&layer)).expect_err("bomb");
     assert_eq!(
         err.to_string(),
         format!(
@@ -228,7 +259,10 @@ fn size_bomb_fails_before_writing() {
             digest_of(&layer)
         )
     );
-    assert!(!sandbox.path("bomb").exists(), "nothing of the bomb is written");
+    assert!(
+        !sandbox.path("bomb").exists(),
+        "nothing of the bomb is written"
+    );
     sandbox.assert_outside_untouched();
 }
 
@@ -301,12 +335,18 @@ fn record_ownership_stores_owner_in_xattr() {
         lgetxattr(&sandbox.path("owned"), "user.hardbox.owner").as_deref(),
         Some(&b"1000:2000"[..])
     );
-    assert_eq!(fs::metadata(sandbox.path("owned")).expect("owned").uid(), me);
+    assert_eq!(
+        fs::metadata(sandbox.path("owned")).expect("owned").uid(),
+        me
+    );
     assert_eq!(
         lgetxattr(&sandbox.path("dir"), "user.hardbox.owner").as_deref(),
         Some(&b"33:33"[..])
     );
-    assert_eq!(lgetxattr(&sandbox.path("rootfile"), "user.hardbox.owner"), None);
+    assert_eq!(
+        lgetxattr(&sandbox.path("rootfile"), "user.hardbox.owner"),
+        None
+    );
 }
 
 #[test]
@@ -323,7 +363,8 @@ fn shift_rejects_ids_outside_the_range() {
         },
         ..options()
     };
-    let err = apply_with(&sandbox.root, options, &[layer.clone()]).expect_err("out of range");
+    let err =
+        apply_with(&sandbox.root, options, std::slice::from_ref(&layer)).expect_err("out of range");
     assert_eq!(
         err.to_string(),
         format!(
@@ -336,7 +377,10 @@ fn shift_rejects_ids_outside_the_range() {
 #[test]
 fn unknown_entry_types_are_skipped_with_a_warning() {
     let sandbox = Sandbox::new();
-    let layer = Tar::new().entry(Entry::new("volume", b'V')).file("f", "x").bytes();
+    let layer = Tar::new()
+        .entry(Entry::new("volume", b'V'))
+        .file("f", "x")
+        .bytes();
     let stats = apply(&sandbox.root, &[layer]).expect("apply");
     assert_eq!(stats[0].warnings.len(), 1);
     assert_eq!(stats[0].warnings[0].entry, "volume");
@@ -363,5 +407,8 @@ fn whiteouts_in_overlay_mode_never_delete() {
     };
     apply_with(&sandbox.root, options, &[lower, upper]).expect("apply");
     let meta = fs::symlink_metadata(sandbox.path("a")).expect("a");
-    assert!(meta.file_type().is_char_device(), "the whiteout replaces the file");
+    assert!(
+        meta.file_type().is_char_device(),
+        "the whiteout replaces the file"
+    );
 }

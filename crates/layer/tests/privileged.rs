@@ -1,4 +1,9 @@
 //! Behaviour that needs root: owners, setuid bits, file capabilities and device nodes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected values"
+)]
 
 mod common;
 
@@ -30,7 +35,12 @@ fn preserve_ownership_sets_recorded_owners() {
     let mut link = Entry::new("l", b'2');
     link.link = b"f".to_vec();
     (link.uid, link.gid) = (5, 6);
-    let layer = Tar::new().entry(file).entry(dir).entry(link).file("d/implicit/x", "").bytes();
+    let layer = Tar::new()
+        .entry(file)
+        .entry(dir)
+        .entry(link)
+        .file("d/implicit/x", "")
+        .bytes();
     apply_with(&sandbox.root, preserve(), &[layer]).expect("apply");
     let owner = |p: &str| {
         let m = fs::symlink_metadata(sandbox.path(p)).expect(p);
@@ -48,7 +58,11 @@ fn shift_ownership_adds_the_base() {
     let sandbox = Sandbox::new();
     let mut file = Entry::new("f", b'0');
     (file.uid, file.gid) = (1000, 2000);
-    let layer = Tar::new().entry(file).file("rootfile", "").file("a/b", "").bytes();
+    let layer = Tar::new()
+        .entry(file)
+        .file("rootfile", "")
+        .file("a/b", "")
+        .bytes();
     let options = Options {
         ownership: Ownership::Shift {
             uid_base: 100_000,
@@ -64,7 +78,11 @@ fn shift_ownership_adds_the_base() {
     };
     assert_eq!(owner("f"), (101_000, 202_000));
     assert_eq!(owner("rootfile"), (100_000, 200_000));
-    assert_eq!(owner("a"), (100_000, 200_000), "implicit parents are the shifted root");
+    assert_eq!(
+        owner("a"),
+        (100_000, 200_000),
+        "implicit parents are the shifted root"
+    );
 }
 
 #[test]
@@ -92,13 +110,18 @@ fn security_capability_xattr_is_kept() {
     (file.uid, file.gid) = (1000, 1000);
     file.data = b"binary".to_vec();
     file.mode = 0o755;
-    file.pax.push(("SCHILY.xattr.security.capability".into(), capability()));
-    file.pax.push(("SCHILY.xattr.user.note".into(), b"hello".to_vec()));
+    file.pax
+        .push(("SCHILY.xattr.security.capability".into(), capability()));
+    file.pax
+        .push(("SCHILY.xattr.user.note".into(), b"hello".to_vec()));
     let layer = Tar::new().entry(file).bytes();
     apply_with(&sandbox.root, preserve(), &[layer]).expect("apply");
     let path = sandbox.path("ping");
     assert_eq!(lgetxattr(&path, "security.capability"), Some(capability()));
-    assert_eq!(lgetxattr(&path, "user.note").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        lgetxattr(&path, "user.note").as_deref(),
+        Some(&b"hello"[..])
+    );
     assert_eq!(fs::metadata(&path).expect("ping").uid(), 1000);
 }
 

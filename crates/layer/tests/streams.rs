@@ -1,4 +1,9 @@
 //! Compressed and damaged layer streams: digests, and clean errors for corrupt input.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on unexpected values"
+)]
 
 mod common;
 
@@ -88,7 +93,10 @@ fn truncated_and_corrupt_zstd_streams_fail_cleanly() {
 
 #[test]
 fn truncated_tar_fails_naming_the_last_entry() {
-    let plain = Tar::new().file("first", "1").file("second", vec![1u8; 4096]).bytes();
+    let plain = Tar::new()
+        .file("first", "1")
+        .file("second", vec![1u8; 4096])
+        .bytes();
     let cut = &plain[..512 * 3 + 100];
     let (sandbox, result) = apply_blob(cut, Compression::None);
     assert_eq!(

@@ -1,6 +1,6 @@
 //! Helpers shared by the layer tests: tars built in memory from raw headers (so names the `tar`
 //! crate's builder refuses can be written), a root with a sentinel sibling, and checks.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use std::fs;
 use std::io::Write;
