@@ -594,22 +594,20 @@ fn create_leaf(plan: &Plan, name: &str) -> Result<PathBuf, CreateError> {
 /// Writes `+controller` to `directory/cgroup.subtree_control` unless it is already enabled.
 fn enable_controller(directory: &Path, controller: Controller) -> Result<(), CreateError> {
     let path = directory.join("cgroup.subtree_control");
-    let enabled =
-        std::fs::read_to_string(&path).map_err(|source| CreateError::EnableController {
-            controller,
-            path: path.clone(),
-            source,
-        })?;
-    if enabled.split_whitespace().any(|c| c == controller.name()) {
+    enable_in_subtree(&path, controller.name()).map_err(|source| CreateError::EnableController {
+        controller,
+        path,
+        source,
+    })
+}
+
+/// Enables the controller called `name` in a `cgroup.subtree_control` file, if it is not yet.
+fn enable_in_subtree(path: &Path, name: &str) -> io::Result<()> {
+    let enabled = std::fs::read_to_string(path)?;
+    if enabled.split_whitespace().any(|c| c == name) {
         return Ok(());
     }
-    std::fs::write(&path, format!("+{}", controller.name())).map_err(|source| {
-        CreateError::EnableController {
-            controller,
-            path,
-            source,
-        }
-    })
+    std::fs::write(path, format!("+{name}"))
 }
 
 fn write_limit(controller: Controller, path: &Path, value: u64) -> Result<(), CreateError> {
@@ -749,6 +747,72 @@ mod tests {
         check("a/b", false);
         check("a b", false);
         check("ü", false);
+    }
+
+    /// The v2 mechanism under every limit: a controller the parent offers is enabled for the
+    /// children through `cgroup.subtree_control`, and one it does not offer is refused by the
+    /// kernel. Run on a real cgroup2 mount with whichever controller this host leaves to v2
+    /// (on a hybrid host typically `hugetlb` or `misc`, as v1 holds memory, pids and cpu).
+    #[test]
+    fn subtree_control_enables_offered_controllers_and_the_kernel_refuses_others() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts cgroup2 and must run as root (euid 0); CI runs it as root"
+        );
+        let mount = tempfile::tempdir().unwrap();
+        rustix::mount::mount(
+            "hardbox-test",
+            mount.path(),
+            "cgroup2",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let root = mount.path();
+        let offered = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+        let parent = root.join(format!("hardbox-subtree-test-{}", std::process::id()));
+        std::fs::create_dir(&parent).unwrap();
+        let subtree = parent.join("cgroup.subtree_control");
+
+        // Never offered to `parent` unless the root enables it first: "+<name>" fails.
+        let unoffered = ["memory", "pids", "cpu", "io", "hugetlb", "misc", "rdma"]
+            .into_iter()
+            .find(|c| {
+                !std::fs::read_to_string(parent.join("cgroup.controllers"))
+                    .unwrap()
+                    .split_whitespace()
+                    .any(|o| o == *c)
+            })
+            .unwrap();
+        assert!(enable_in_subtree(&subtree, unoffered).is_err());
+
+        let root_subtree = root.join("cgroup.subtree_control");
+        let before = std::fs::read_to_string(&root_subtree).unwrap();
+        let outcome = offered.split_whitespace().next().map(|controller| {
+            enable_in_subtree(&root_subtree, controller).unwrap();
+            enable_in_subtree(&subtree, controller).unwrap();
+            // Idempotent: a second call writes nothing and succeeds.
+            enable_in_subtree(&subtree, controller).unwrap();
+            let child = parent.join("child");
+            std::fs::create_dir(&child).unwrap();
+            let child_offers = std::fs::read_to_string(child.join("cgroup.controllers")).unwrap();
+            std::fs::remove_dir(&child).unwrap();
+            (controller.to_owned(), child_offers)
+        });
+        std::fs::remove_dir(&parent).unwrap();
+        if let Some((controller, _)) = &outcome {
+            if !before.split_whitespace().any(|c| c == controller) {
+                std::fs::write(&root_subtree, format!("-{controller}")).unwrap();
+            }
+        }
+        rustix::mount::unmount(root, rustix::mount::UnmountFlags::DETACH).unwrap();
+        // A host whose v2 hierarchy offers nothing at all cannot show the positive half.
+        if let Some((controller, child_offers)) = outcome {
+            assert!(
+                child_offers.split_whitespace().any(|c| c == controller),
+                "{controller} not offered to a child after enabling it: {child_offers:?}"
+            );
+        }
     }
 
     #[test]

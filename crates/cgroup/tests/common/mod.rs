@@ -81,3 +81,50 @@ pub fn read(path: &Path) -> String {
         .trim()
         .to_owned()
 }
+
+/// A cgroup2 file system mounted at a temporary directory for one test, unmounted on drop.
+///
+/// cgroup2 is one hierarchy per system: this mount shows the same tree as any other cgroup2
+/// mount, with the same controllers. On a hybrid host that means the controllers v1 does not
+/// hold (often none of memory, pids, cpu).
+pub struct Cgroup2Mount {
+    directory: tempfile::TempDir,
+}
+
+impl Cgroup2Mount {
+    pub fn new() -> Cgroup2Mount {
+        let directory = tempfile::tempdir().unwrap();
+        rustix::mount::mount(
+            "hardbox-test",
+            directory.path(),
+            "cgroup2",
+            rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+            None,
+        )
+        .unwrap_or_else(|err| panic!("failed to mount cgroup2 at {:?}: {err}", directory.path()));
+        Cgroup2Mount { directory }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// This process's `/proc/self/mountinfo` with only this mount in it: the host seen as a pure
+    /// v2 host whose hierarchy is mounted here.
+    pub fn mountinfo(&self) -> String {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let point = format!(" {} ", self.path().display());
+        let lines: Vec<&str> = mountinfo
+            .lines()
+            .filter(|line| line.contains(" - cgroup2 ") && line.contains(&point))
+            .collect();
+        assert_eq!(lines.len(), 1, "mount of {:?} not found once", self.path());
+        format!("{}\n", lines[0])
+    }
+}
+
+impl Drop for Cgroup2Mount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(self.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
