@@ -118,13 +118,235 @@ fn apply_one<S: Syscalls>(
         }
         Step::Execute => {
             let target = resources.exec.ok_or(Errno::INVAL)?;
-            let errno = sys.execute(target);
-            // Only the recording fake returns from a successful exec, with errno 0.
-            if errno.raw_os_error() == 0 {
-                Ok(())
-            } else {
-                Err(errno)
-            }
+            sys.execute(target)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+
+    use sys::recording::{Call, Recorder};
+
+    use super::*;
+    use crate::plan::tests::{settings, ROOTLESS};
+    use crate::plan::{Identity, LaunchPlan};
+
+    struct NoFilter;
+
+    impl SeccompFilter for NoFilter {
+        fn install(&self) -> Result<(), Errno> {
+            Ok(())
+        }
+    }
+
+    fn exec_target() -> ExecTarget {
+        ExecTarget::new("sh", &["sh".into()], &[], "/bin").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Applies setup then command steps to a recorder, as init and the command do.
+    fn record(plan: &LaunchPlan, recorder: &mut Recorder) -> Result<(), StepFailure> {
+        let mounts: Vec<OwnedFd> = plan
+            .passed_mounts
+            .iter()
+            .map(|_| File::open("/dev/null").map(OwnedFd::from))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let exec = exec_target();
+        let resources = Resources {
+            mounts: &mounts,
+            landlock: &plan.landlock,
+            seccomp: Some(&NoFilter),
+            exec: Some(&exec),
+        };
+        apply(&plan.setup, recorder, &resources)?;
+        apply(&plan.command, recorder, &resources)
+    }
+
+    fn position(names: &[&str], name: &str) -> usize {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("{name} was not called: {names:?}"))
+    }
+
+    fn last_position(names: &[&str], name: &str) -> usize {
+        names
+            .iter()
+            .rposition(|n| *n == name)
+            .unwrap_or_else(|| panic!("{name} was not called: {names:?}"))
+    }
+
+    fn index_of(calls: &[Call], wanted: &Call) -> usize {
+        calls
+            .iter()
+            .position(|call| call == wanted)
+            .unwrap_or_else(|| panic!("{wanted:?} was not called"))
+    }
+
+    #[test]
+    fn syscalls_follow_the_documented_launch_order() {
+        for identity in [
+            ROOTLESS,
+            Identity::Root {
+                uid: 1000,
+                gid: 1000,
+            },
+        ] {
+            let plan = LaunchPlan::new(settings(identity)).unwrap_or_else(|e| panic!("{e}"));
+            let mut recorder = Recorder::default();
+            record(&plan, &mut recorder).unwrap_or_else(|f| panic!("{f:?}"));
+            let names = recorder.names();
+            let calls = &recorder.calls;
+
+            // mount namespace made private before any mount.
+            assert_eq!(names[0], "make_mounts_private");
+            let rootfs = index_of(
+                calls,
+                &Call::BindMount {
+                    source: "/oldroot".into(),
+                    target: "/newroot".into(),
+                },
+            );
+            let workspace = calls
+                .iter()
+                .position(|call| match call {
+                    Call::BindMount { target, .. } | Call::AttachMount(target) => {
+                        target == Path::new("/newroot/work/project")
+                    }
+                    _ => false,
+                })
+                .unwrap_or_else(|| panic!("workspace not bound: {names:?}"));
+            let mask = calls
+                .iter()
+                .position(|call| {
+                    matches!(call, Call::MountFilesystem { target, .. } if target == Path::new("/newroot/root"))
+                })
+                .unwrap_or_else(|| panic!("/root not masked: {names:?}"));
+            let proc_mount = calls
+                .iter()
+                .position(|call| {
+                    matches!(
+                        call,
+                        Call::MountFilesystem {
+                            filesystem: sys::Filesystem::Proc,
+                            ..
+                        }
+                    )
+                })
+                .unwrap_or_else(|| panic!("no /proc: {names:?}"));
+            let sys_mount = calls
+                .iter()
+                .position(|call| {
+                    matches!(
+                        call,
+                        Call::MountFilesystem {
+                            filesystem: sys::Filesystem::Sysfs,
+                            ..
+                        }
+                    )
+                })
+                .unwrap_or_else(|| panic!("no /sys: {names:?}"));
+            let final_pivot = index_of(
+                calls,
+                &Call::PivotRoot {
+                    new_root: ".".into(),
+                    put_old: ".".into(),
+                },
+            );
+            let detach = position(&names, "detach_mount");
+            let hostname = position(&names, "set_hostname");
+            let loopback = position(&names, "bring_up_loopback");
+            let rlimit = position(&names, "disable_core_dumps");
+            let bounding = position(&names, "drop_bounding_capabilities");
+            let ambient = position(&names, "clear_ambient_capabilities");
+            let capabilities = position(&names, "clear_capabilities");
+            let no_new_privs = position(&names, "set_no_new_privs");
+            let landlock = position(&names, "restrict_landlock");
+            let seccomp = position(&names, "install_seccomp");
+            let exec = position(&names, "execute");
+
+            let order = [
+                0,
+                rootfs,
+                workspace,
+                mask,
+                proc_mount,
+                sys_mount,
+                final_pivot,
+                detach,
+                hostname,
+                loopback,
+                rlimit,
+                bounding,
+                ambient,
+                capabilities,
+                no_new_privs,
+                landlock,
+                seccomp,
+                exec,
+            ];
+            assert!(
+                order.windows(2).all(|pair| pair[0] < pair[1]),
+                "{identity:?}: out of order {order:?} in {names:?}"
+            );
+            // Seccomp is the very last step before exec; exec is the last call.
+            assert_eq!(seccomp + 1, exec);
+            assert_eq!(exec, names.len() - 1);
+            // Nothing is mounted after the final pivot_root.
+            assert!(last_position(&names, "mount_filesystem") < final_pivot);
+            assert!(last_position(&names, "bind_mount") < final_pivot);
+        }
+    }
+
+    #[test]
+    fn a_failing_step_stops_the_launch_and_names_its_index() {
+        let plan = LaunchPlan::new(settings(ROOTLESS)).unwrap_or_else(|e| panic!("{e}"));
+        let mut recorder = Recorder {
+            fail: Some(("set_no_new_privs", Errno::PERM)),
+            ..Recorder::default()
+        };
+        let failure = record(&plan, &mut recorder).err();
+        let index = plan
+            .command
+            .iter()
+            .position(|step| *step == Step::SetNoNewPrivs)
+            .unwrap_or_else(|| panic!("no no_new_privs step"));
+        assert_eq!(
+            failure,
+            Some(StepFailure {
+                index,
+                errno: Errno::PERM
+            })
+        );
+        assert_eq!(recorder.names().last(), Some(&"set_no_new_privs"));
+    }
+
+    #[test]
+    fn unenforced_landlock_fails_closed() {
+        let plan = LaunchPlan::new(settings(ROOTLESS)).unwrap_or_else(|e| panic!("{e}"));
+        let mut recorder = Recorder {
+            landlock: Some(sys::LandlockEnforcement::None),
+            ..Recorder::default()
+        };
+        let failure = record(&plan, &mut recorder).err();
+        assert_eq!(failure.map(|f| f.errno), Some(Errno::OPNOTSUPP));
+        assert!(!recorder.names().contains(&"execute"));
+    }
+
+    #[test]
+    fn mount_points_are_created_with_their_parents_under_the_new_root() {
+        let mut recorder = Recorder::default();
+        make_mount_point(&mut recorder, Path::new("/newroot/tmp/a/b"), false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            recorder.calls,
+            [
+                Call::MakeDirectory("/newroot/tmp".into()),
+                Call::MakeDirectory("/newroot/tmp/a".into()),
+                Call::MakeFile("/newroot/tmp/a/b".into()),
+            ]
+        );
     }
 }

@@ -73,7 +73,7 @@ pub struct Bind {
 }
 
 /// What a hidden path is on the host, which decides how it is masked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HiddenKind {
     /// Masked with an empty, read-only, mode 000 tmpfs.
     Directory,
@@ -419,39 +419,64 @@ fn validate(settings: &SandboxSettings) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Hidden paths that are a bind target or contain one: masking them would hide the bind.
-fn unhidden(settings: &SandboxSettings) -> Vec<PathBuf> {
-    settings
-        .hidden
-        .iter()
-        .filter(|hidden| {
-            settings
-                .binds
+/// Where each hidden host path shows inside the sandbox, as (sandbox path, kind): at its own
+/// path when the rootfs is the host's and nothing replaces it there (a bind or a tmpfs over it
+/// or a parent), and under every bind whose source contains it.
+fn mask_targets(settings: &SandboxSettings, tmpfs_paths: &[PathBuf]) -> Vec<(PathBuf, HiddenKind)> {
+    let replaced = |path: &Path| {
+        settings
+            .binds
+            .iter()
+            .any(|bind| path.starts_with(&bind.target))
+            || tmpfs_paths.iter().any(|tmpfs| path.starts_with(tmpfs))
+            || ["/proc", "/dev", "/sys"]
                 .iter()
-                .any(|bind| bind.target.starts_with(&hidden.path))
-        })
-        .map(|hidden| hidden.path.clone())
-        .collect()
+                .any(|special| path.starts_with(special))
+    };
+    let mut targets = Vec::new();
+    for hidden in &settings.hidden {
+        if settings.rootfs == Rootfs::Host && !replaced(&hidden.path) {
+            targets.push((hidden.path.clone(), hidden.kind));
+        }
+        for bind in &settings.binds {
+            if let Ok(inside) = hidden.path.strip_prefix(&bind.source) {
+                let target = if inside.as_os_str().is_empty() {
+                    bind.target.clone()
+                } else {
+                    bind.target.join(inside)
+                };
+                targets.push((target, hidden.kind));
+            }
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    targets
 }
 
-/// Hidden paths to mask: not unhidden, and not inside another masked directory (already masked
-/// with it).
-fn outermost_hidden<'a>(hidden: &'a [HiddenPath], unhidden: &[PathBuf]) -> Vec<&'a HiddenPath> {
-    let hidden: Vec<&HiddenPath> = hidden
+/// Splits mask targets into those to mask and those left visible because a bind targets them
+/// or a path inside them (the explicit bind wins; hidden paths inside the bind are still
+/// masked). Targets inside another masked directory are dropped: masked with it.
+fn split_masks(
+    targets: Vec<(PathBuf, HiddenKind)>,
+    binds: &[Bind],
+) -> (Vec<(PathBuf, HiddenKind)>, Vec<PathBuf>) {
+    let (unhidden, masked): (Vec<_>, Vec<_>) = targets
+        .into_iter()
+        .partition(|(path, _)| binds.iter().any(|bind| bind.target.starts_with(path)));
+    let outermost = masked
         .iter()
-        .filter(|candidate| !unhidden.contains(&candidate.path))
-        .collect();
-    hidden
-        .iter()
-        .copied()
-        .filter(|candidate| {
-            !hidden.iter().any(|other| {
-                other.kind == HiddenKind::Directory
-                    && other.path != candidate.path
-                    && candidate.path.starts_with(&other.path)
+        .filter(|(path, _)| {
+            !masked.iter().any(|(other, kind)| {
+                *kind == HiddenKind::Directory && other != path && path.starts_with(other)
             })
         })
-        .collect()
+        .cloned()
+        .collect();
+    (
+        outermost,
+        unhidden.into_iter().map(|(path, _)| path).collect(),
+    )
 }
 
 impl LaunchPlan {
@@ -571,10 +596,10 @@ impl LaunchPlan {
                 recursive: true,
             });
         }
-        let unhidden = unhidden(&settings);
-        for hidden in outermost_hidden(&settings.hidden, &unhidden) {
-            let target = under(NEW_ROOT, &hidden.path);
-            match hidden.kind {
+        let (masks, unhidden) = split_masks(mask_targets(&settings, &tmpfs_paths), &settings.binds);
+        for (path, kind) in masks {
+            let target = under(NEW_ROOT, &path);
+            match kind {
                 HiddenKind::Directory => setup.push(Step::MountFilesystem {
                     filesystem: Filesystem::Tmpfs,
                     target,
@@ -796,5 +821,323 @@ fn landlock_rules(settings: &SandboxSettings, tmpfs_paths: &[PathBuf]) -> Landlo
             .iter()
             .map(|device| Path::new("/dev").join(device))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Settings for a host-root sandbox with a workspace, as `hardbox run --host` resolves them.
+    pub(crate) fn settings(identity: Identity) -> SandboxSettings {
+        SandboxSettings {
+            program: "sh".into(),
+            arguments: vec!["sh".into(), "-c".into(), "true".into()],
+            environment: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            working_directory: "/work/project".into(),
+            rootfs: Rootfs::Host,
+            binds: vec![Bind {
+                source: "/work/project".into(),
+                target: "/work/project".into(),
+                writable: true,
+                directory: true,
+            }],
+            hidden: vec![
+                HiddenPath {
+                    path: "/root".into(),
+                    kind: HiddenKind::Directory,
+                },
+                HiddenPath {
+                    path: "/root/.ssh".into(),
+                    kind: HiddenKind::Directory,
+                },
+                HiddenPath {
+                    path: "/etc/shadow".into(),
+                    kind: HiddenKind::File,
+                },
+            ],
+            tmpfs: vec![],
+            hostname: "hardbox".into(),
+            identity,
+            skip: SkippedLayers::default(),
+        }
+    }
+
+    pub(crate) const ROOTLESS: Identity = Identity::Rootless {
+        host_uid: 1000,
+        host_gid: 1000,
+        uid: 0,
+        gid: 0,
+    };
+
+    fn plan(settings: SandboxSettings) -> LaunchPlan {
+        LaunchPlan::new(settings).unwrap_or_else(|error| panic!("plan failed: {error}"))
+    }
+
+    fn check_invalid(change: impl FnOnce(&mut SandboxSettings), expected: PlanError) {
+        let mut settings = settings(ROOTLESS);
+        change(&mut settings);
+        assert_eq!(LaunchPlan::new(settings), Err(expected));
+    }
+
+    #[test]
+    fn planning_is_pure() {
+        assert_eq!(plan(settings(ROOTLESS)), plan(settings(ROOTLESS)));
+    }
+
+    #[test]
+    fn rootless_maps_only_the_callers_ids_and_denies_setgroups() {
+        let plan = plan(settings(ROOTLESS));
+        assert_eq!(plan.id_maps.uid_map, "0 1000 1\n");
+        assert_eq!(plan.id_maps.gid_map, "0 1000 1\n");
+        assert!(plan.id_maps.deny_setgroups);
+        assert!(plan.passed_mounts.is_empty());
+        assert!(!plan
+            .setup
+            .iter()
+            .chain(&plan.command)
+            .any(|step| matches!(step, Step::SetIdentity { .. })));
+    }
+
+    #[test]
+    fn root_maps_an_unprivileged_range_and_idmaps_writable_binds() {
+        let plan = plan(settings(Identity::Root {
+            uid: 1000,
+            gid: 100,
+        }));
+        assert_eq!(plan.id_maps.uid_map, "0 1000000000 65536\n");
+        assert!(!plan.id_maps.deny_setgroups);
+        assert_eq!(
+            plan.passed_mounts,
+            [PassedMount {
+                source: "/work/project".into(),
+                idmapped: true
+            }]
+        );
+        // init becomes the sandbox's root before creating anything; the command switches to
+        // the requested user after the bounding set is dropped, before capabilities are cleared.
+        assert_eq!(
+            plan.setup[1],
+            Step::SetIdentity {
+                uid: 0,
+                gid: 0,
+                clear_groups: true
+            }
+        );
+        let names: Vec<String> = plan.command.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "set RLIMIT_CORE",
+                "drop bounding capabilities",
+                "clear ambient capabilities",
+                "switch to user 1000:100",
+                "drop capabilities",
+                "set no_new_privs",
+                "landlock",
+                "seccomp",
+                "exec"
+            ]
+        );
+    }
+
+    #[test]
+    fn hidden_paths_are_masked_once_and_files_get_the_empty_file() {
+        let plan = plan(settings(ROOTLESS));
+        let masks: Vec<&Step> = plan
+            .setup
+            .iter()
+            .filter(|step| match step {
+                Step::MountFilesystem { target, .. } | Step::BindMount { target, .. } => {
+                    target.starts_with("/newroot/root") || target.starts_with("/newroot/etc")
+                }
+                _ => false,
+            })
+            .collect();
+        assert_eq!(
+            masks,
+            [
+                &Step::BindMount {
+                    source: EMPTY_FILE.into(),
+                    target: "/newroot/etc/shadow".into(),
+                },
+                &Step::MountFilesystem {
+                    filesystem: Filesystem::Tmpfs,
+                    target: "/newroot/root".into(),
+                    attributes: MountAttributes::SEALED,
+                    options: "mode=000,size=4k,nr_inodes=1".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bind_inside_a_hidden_directory_unhides_it_but_not_what_is_inside() {
+        let mut settings = settings(ROOTLESS);
+        settings.binds[0].source = "/root".into();
+        settings.binds[0].target = "/root".into();
+        let plan = plan(settings);
+        assert_eq!(plan.unhidden, [PathBuf::from("/root")]);
+        assert!(plan.setup.contains(&Step::MountFilesystem {
+            filesystem: Filesystem::Tmpfs,
+            target: "/newroot/root/.ssh".into(),
+            attributes: MountAttributes::SEALED,
+            options: "mode=000,size=4k,nr_inodes=1".into(),
+        }));
+    }
+
+    #[test]
+    fn hidden_paths_are_masked_where_they_show_inside() {
+        let mut settings = settings(ROOTLESS);
+        settings.binds.push(Bind {
+            source: "/home/user".into(),
+            target: "/data".into(),
+            writable: false,
+            directory: true,
+        });
+        settings.hidden = vec![
+            HiddenPath {
+                path: "/home/user/.ssh".into(),
+                kind: HiddenKind::Directory,
+            },
+            // Under the sandbox's own /tmp: not visible, nothing to mask.
+            HiddenPath {
+                path: "/tmp/home/.aws".into(),
+                kind: HiddenKind::Directory,
+            },
+        ];
+        let masked: Vec<PathBuf> = plan(settings)
+            .setup
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::MountFilesystem {
+                    target, attributes, ..
+                } if attributes == MountAttributes::SEALED
+                    && target != Path::new("/newroot/sys") =>
+                {
+                    Some(target)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            masked,
+            [
+                PathBuf::from("/newroot/data/.ssh"),
+                PathBuf::from("/newroot/home/user/.ssh")
+            ]
+        );
+    }
+
+    #[test]
+    fn landlock_grants_read_everywhere_and_write_only_where_meant() {
+        let mut settings = settings(ROOTLESS);
+        settings.binds.push(Bind {
+            source: "/data".into(),
+            target: "/data".into(),
+            writable: false,
+            directory: true,
+        });
+        settings.tmpfs.push("/scratch".into());
+        let plan = plan(settings);
+        assert_eq!(plan.landlock.read, [PathBuf::from("/")]);
+        let write: Vec<&str> = plan
+            .landlock
+            .write_directories
+            .iter()
+            .filter_map(|p| p.to_str())
+            .collect();
+        assert_eq!(
+            write,
+            [
+                "/work/project",
+                "/run",
+                "/tmp",
+                "/scratch",
+                "/dev/shm",
+                "/dev/pts"
+            ]
+        );
+        let files: Vec<&str> = plan
+            .landlock
+            .write_files
+            .iter()
+            .filter_map(|p| p.to_str())
+            .collect();
+        assert_eq!(files, ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"]);
+    }
+
+    #[test]
+    fn skipped_layers_leave_the_plan() {
+        let mut settings = settings(ROOTLESS);
+        settings.skip = SkippedLayers {
+            landlock: true,
+            seccomp: true,
+        };
+        let plan = plan(settings);
+        assert!(!plan.command.contains(&Step::RestrictLandlock));
+        assert!(!plan.command.contains(&Step::InstallSeccomp));
+        assert!(plan.command.contains(&Step::SetNoNewPrivs));
+    }
+
+    #[test]
+    fn invalid_settings_are_refused() {
+        check_invalid(
+            |s| s.working_directory = "relative".into(),
+            PlanError::NotAbsolute {
+                what: "working directory",
+                path: "relative".into(),
+            },
+        );
+        check_invalid(
+            |s| s.binds[0].target = "/a/../b".into(),
+            PlanError::NotAbsolute {
+                what: "bind target",
+                path: "/a/../b".into(),
+            },
+        );
+        check_invalid(
+            |s| s.binds[0].target = "/".into(),
+            PlanError::BindOverRoot { path: "/".into() },
+        );
+        check_invalid(
+            |s| s.hostname = "bad host".into(),
+            PlanError::InvalidHostname {
+                name: "bad host".into(),
+            },
+        );
+        check_invalid(
+            |s| s.environment.push(("A=B".into(), "c".into())),
+            PlanError::InvalidEnvironmentName { name: "A=B".into() },
+        );
+        check_invalid(|s| s.arguments.clear(), PlanError::EmptyCommand);
+        check_invalid(
+            |s| {
+                s.identity = Identity::Root {
+                    uid: 70_000,
+                    gid: 0,
+                }
+            },
+            PlanError::IdOutOfRange {
+                uid: 70_000,
+                gid: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn steps_describe_themselves_with_sandbox_paths() {
+        let step = Step::MountFilesystem {
+            filesystem: Filesystem::Proc,
+            target: "/newroot/proc".into(),
+            attributes: MountAttributes::default(),
+            options: String::new(),
+        };
+        assert_eq!(step.to_string(), "mount proc on /proc");
+        let step = Step::BindMount {
+            source: "/oldroot/dev/null".into(),
+            target: "/newroot/dev/null".into(),
+        };
+        assert_eq!(step.to_string(), "bind /dev/null to /dev/null");
     }
 }

@@ -161,6 +161,7 @@ pub trait Syscalls {
     fn set_no_new_privs(&mut self) -> Result<(), Errno>;
     fn restrict_landlock(&mut self, rules: &LandlockRules) -> Result<LandlockEnforcement, Errno>;
     fn install_seccomp(&mut self, filter: &dyn SeccompFilter) -> Result<(), Errno>;
-    /// Replaces the process image; returns only on failure, with the errno that explains it.
-    fn execute(&mut self, target: &process::ExecTarget) -> Errno;
+    /// Replaces the process image. The real kernel returns only on failure, with the errno
+    /// that explains it; the recording fake returns `Ok` where exec would have succeeded.
+    fn execute(&mut self, target: &process::ExecTarget) -> Result<(), Errno>;
 }

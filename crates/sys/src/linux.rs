@@ -359,7 +359,7 @@ impl Syscalls for Linux {
         filter.install()
     }
 
-    fn execute(&mut self, target: &crate::process::ExecTarget) -> Errno {
-        target.execute()
+    fn execute(&mut self, target: &crate::process::ExecTarget) -> Result<(), Errno> {
+        Err(target.execute())
     }
 }

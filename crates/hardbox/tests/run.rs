@@ -1,0 +1,294 @@
+//! End-to-end tests of `hardbox run --host`: the real binary, probed from inside with `sh`
+//! and `python3`. They need root (CI runs as root) and say so when they do not have it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "these tests run the sandbox as root (CI does): run them with sudo"
+    );
+}
+
+fn hardbox(workspace: &Path, options: &[&str], script: &str) -> Output {
+    require_root();
+    Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["run", "--host", "--workspace"])
+        .arg(workspace)
+        .args(options)
+        .args(["--", "/bin/sh", "-c", script])
+        .env("HARDBOX_TEST_HOST_VARIABLE", "leaked")
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| panic!("failed to run hardbox: {error}"))
+}
+
+fn workspace() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `script` and asserts it exits 0; returns its stdout.
+fn probe(workspace: &Path, options: &[&str], script: &str) -> String {
+    let output = hardbox(workspace, options, script);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "script {script:?} failed\nstdout: {}\nstderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+#[test]
+fn only_the_sandboxs_processes_are_visible_and_pid_1_is_init() {
+    let dir = workspace();
+    let out = probe(
+        dir.path(),
+        &[],
+        "cat /proc/1/comm; echo $$; ls /proc | grep -c '^[0-9][0-9]*$'",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hardbox", "{out}");
+    assert_eq!(lines[1], "2", "the command is init's first child: {out}");
+    // init, sh, and the pipeline's ls and grep.
+    let count: u32 = lines[2].parse().unwrap_or(u32::MAX);
+    assert!(count <= 4, "more processes than the sandbox's: {out}");
+}
+
+#[test]
+fn writes_outside_the_workspace_fail_and_inside_reach_the_host() {
+    let dir = workspace();
+    let out = probe(
+        dir.path(),
+        &[],
+        "touch /etc/hardbox-probe 2>&1; touch /usr/hardbox-probe 2>&1; echo made > inside; pwd",
+    );
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(!Path::new("/etc/hardbox-probe").exists());
+    assert!(!Path::new("/usr/hardbox-probe").exists());
+    assert!(
+        out.trim_end().ends_with(&*dir.path().to_string_lossy()),
+        "{out}"
+    );
+    let written = std::fs::read_to_string(dir.path().join("inside")).unwrap_or_default();
+    assert_eq!(written, "made\n");
+}
+
+#[test]
+fn hidden_paths_are_unreadable_also_through_a_symlink_in_the_workspace() {
+    let dir = workspace();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(home.join(".ssh/id_ed25519"), "SECRET-KEY").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(home.join(".netrc"), "SECRET-NETRC").unwrap_or_else(|e| panic!("{e}"));
+    let home_variable = format!("HOME={}", home.display());
+    let out = hardbox(
+        dir.path(),
+        &["-e", &home_variable],
+        "ln -s /etc/shadow shadow-link; ln -s $HOME/.ssh/id_ed25519 key-link; \
+         cat /etc/shadow shadow-link key-link $HOME/.ssh/id_ed25519 $HOME/.netrc; ls /root; \
+         echo done",
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("done"), "{text}");
+    assert!(!text.contains("SECRET"), "a secret leaked: {text}");
+    assert!(!text.contains("root:"), "/etc/shadow leaked: {text}");
+    // Both the real secret files and the shadow file were refused, not missing.
+    assert!(text.matches("Permission denied").count() >= 5, "{text}");
+}
+
+#[test]
+fn capabilities_are_dropped_and_no_new_privs_is_set() {
+    let dir = workspace();
+    let out = probe(
+        dir.path(),
+        &[],
+        "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status",
+    );
+    for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            out.lines()
+                .any(|line| line.starts_with(field) && line.ends_with("0000000000000000")),
+            "{field} not empty: {out}"
+        );
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "seccomp filter missing: {out}");
+}
+
+#[test]
+fn landlock_refuses_writes_to_writable_mounts_it_does_not_grant() {
+    let dir = workspace();
+    // /proc is mounted writable and the process owns its comm file; only Landlock refuses.
+    let script = "if echo probe > /proc/self/comm; then echo wrote; else echo refused; fi";
+    assert_eq!(probe(dir.path(), &[], script).trim(), "refused");
+    assert_eq!(
+        probe(dir.path(), &["--dangerously-skip", "landlock"], script).trim(),
+        "wrote"
+    );
+}
+
+#[test]
+fn tmp_and_rw_volumes_are_writable_and_ro_volumes_are_not() {
+    let dir = workspace();
+    let data = workspace();
+    let ro = format!("{}:/mnt:ro", data.path().display());
+    let out = probe(
+        dir.path(),
+        &["-v", &ro],
+        "echo t > /tmp/t && cat /tmp/t; touch /mnt/x 2>&1 || true",
+    );
+    assert!(out.starts_with("t\n"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(!data.path().join("x").exists());
+}
+
+#[test]
+fn hostname_is_the_sandboxs() {
+    let dir = workspace();
+    assert_eq!(
+        probe(dir.path(), &[], "cat /proc/sys/kernel/hostname").trim(),
+        "hardbox"
+    );
+    assert_eq!(
+        probe(
+            dir.path(),
+            &["--hostname", "agent-1"],
+            "cat /proc/sys/kernel/hostname"
+        )
+        .trim(),
+        "agent-1"
+    );
+}
+
+#[test]
+fn exit_codes_follow_docker_run() {
+    let dir = workspace();
+    std::fs::write(dir.path().join("not-executable"), "#!/bin/sh\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let code = |script: &str| hardbox(dir.path(), &[], script).status.code();
+    assert_eq!(code("exit 0"), Some(0));
+    assert_eq!(code("exit 3"), Some(3));
+    assert_eq!(code("kill -9 $$"), Some(128 + 9));
+
+    let run = |command: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hardbox"))
+            .args(["run", "--host", "--workspace"])
+            .arg(dir.path())
+            .arg("--")
+            .args(command)
+            .output()
+            .unwrap_or_else(|error| panic!("failed to run hardbox: {error}"))
+    };
+    let missing = run(&["hardbox-no-such-command"]);
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(stderr(&missing).contains("command not found: hardbox-no-such-command"));
+    let path = dir.path().join("not-executable");
+    let not_executable = run(&[&path.to_string_lossy()]);
+    assert_eq!(
+        not_executable.status.code(),
+        Some(126),
+        "{}",
+        stderr(&not_executable)
+    );
+}
+
+#[test]
+fn a_failing_setup_step_exits_125_naming_the_step_and_errno() {
+    let dir = workspace();
+    let output = hardbox(dir.path(), &["--tmpfs", "/hardbox-no-such-dir"], "true");
+    assert_eq!(output.status.code(), Some(125));
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "error: failed to start sandbox: mount tmpfs on /hardbox-no-such-dir: ENOENT"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("hint:"), "{message}");
+}
+
+#[test]
+fn the_environment_is_clean() {
+    let dir = workspace();
+    let out = probe(dir.path(), &["-e", "GIVEN=yes"], "env");
+    assert!(!out.contains("HARDBOX_TEST_HOST_VARIABLE"), "{out}");
+    assert!(out.contains("GIVEN=yes"), "{out}");
+    assert!(out.contains("PATH=/usr/local/bin:/usr/bin:/bin"), "{out}");
+}
+
+#[test]
+fn the_hosts_loopback_cannot_be_reached() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let dir = workspace();
+    let script = format!(
+        "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; \
+         /usr/bin/python3 -c 'import socket\n\
+try:\n    socket.create_connection((\"127.0.0.1\", {port}), timeout=5); print(\"connected\")\n\
+except OSError as e: print(\"refused\", e.errno)'"
+    );
+    let out = probe(dir.path(), &[], &script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "lo", "interfaces other than loopback: {out}");
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[1].starts_with("refused"), "{out}");
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(listener.accept().is_err(), "the sandbox reached the host");
+}
+
+#[test]
+fn stdin_passes_through_and_signals_reach_the_command() {
+    require_root();
+    let dir = workspace();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["run", "--host", "--workspace"])
+        .arg(dir.path())
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; read line; echo \"read $line\"; \
+             while :; do sleep 0.05; done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("failed to run hardbox: {error}"));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+    writeln!(stdin, "hello").unwrap_or_else(|e| panic!("{e}"));
+    let mut reader = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(line, "read hello\n");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap_or_else(|| panic!("pid"));
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .unwrap_or_else(|e| panic!("{e}"));
+    line.clear();
+    reader
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(line, "got-term\n");
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(42));
+}
