@@ -292,3 +292,46 @@ fn stdin_passes_through_and_signals_reach_the_command() {
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(42));
 }
+
+#[test]
+fn as_root_the_workspace_is_idmapped_so_sandbox_ids_own_host_ids_files() {
+    let dir = workspace();
+    std::os::unix::fs::chown(dir.path(), Some(1000), Some(1000)).unwrap_or_else(|e| panic!("{e}"));
+    let out = probe(
+        dir.path(),
+        &["--user", "1000:1000"],
+        "id -u; touch made; ls -ln made",
+    );
+    assert!(out.starts_with("1000\n"), "{out}");
+    let metadata = std::fs::metadata(dir.path().join("made")).unwrap_or_else(|e| panic!("{e}"));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((metadata.uid(), metadata.gid()), (1000, 1000));
+}
+
+#[test]
+fn rootless_maps_the_caller_to_root_inside() {
+    require_root();
+    let dir = workspace();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let output = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["run", "--host", "--workspace"])
+        .arg(dir.path())
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; echo x > made; grep CapEff /proc/self/status",
+        ])
+        .output()
+        .unwrap_or_else(|error| panic!("failed to run setpriv: {error}"));
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
+    assert!(out.starts_with("0\n"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(dir.path().join("made")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(metadata.uid(), 65534);
+}
