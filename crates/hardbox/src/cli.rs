@@ -32,6 +32,15 @@ pub enum Command {
     Version(JsonFlag),
     /// Run a command in a sandbox
     Run(RunArgs),
+    /// Report which isolation layers this host can enforce, and why not
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// An isolation layer `--dangerously-skip` can turn off.

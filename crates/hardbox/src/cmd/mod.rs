@@ -1,5 +1,6 @@
 //! One module per verb group; each takes parsed arguments, resolves them and acts.
 
+mod doctor;
 mod image;
 mod run;
 mod system;
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::System(command) => system::run(cli.root, command),
         Command::Version(flags) => version(flags.json),
         Command::Run(args) => run::run(cli.root, args),
+        Command::Doctor(args) => doctor::run(&args),
     }
 }
 
