@@ -63,6 +63,12 @@ pub enum UnavailableReason {
         /// The parent directory.
         path: PathBuf,
     },
+    /// The v2 parent has processes of its own, so the controller cannot be enabled for
+    /// children (the kernel's no-internal-processes rule).
+    ParentHasProcesses {
+        /// The parent directory.
+        path: PathBuf,
+    },
     /// This process's cgroup is not visible under the hierarchy's mount.
     NotVisible {
         /// The mount point.
@@ -90,6 +96,11 @@ impl fmt::Display for UnavailableReason {
             UnavailableReason::MissingParent { path } => {
                 write!(f, "the parent cgroup {} does not exist", path.display())
             }
+            UnavailableReason::ParentHasProcesses { path } => write!(
+                f,
+                "{} has processes of its own, so the controller cannot be enabled in its cgroup.subtree_control",
+                path.display()
+            ),
             UnavailableReason::NotVisible { mount_point } => write!(
                 f,
                 "this process's cgroup is not visible under {}",

@@ -375,6 +375,11 @@ pub struct Hierarchy {
     pub parent: Option<PathBuf>,
     /// Whether hardbox may create cgroups there.
     pub state: ParentState,
+    /// v2: the controllers already enabled in the parent's `cgroup.subtree_control`.
+    pub subtree_control: Vec<String>,
+    /// v2: the parent is not the hierarchy's root and has processes of its own, so the kernel
+    /// refuses to enable more controllers in its `cgroup.subtree_control` (`EBUSY`).
+    pub parent_has_processes: bool,
 }
 
 impl Hierarchy {
@@ -430,7 +435,14 @@ impl HostCgroups {
                 },
             );
         };
-        self.usable(hierarchy).map(|parent| Placement {
+        let parent = self.usable(hierarchy)?;
+        if hierarchy.version == Version::V2
+            && hierarchy.parent_has_processes
+            && !hierarchy.subtree_control.iter().any(|c| c == name)
+        {
+            return Err(UnavailableReason::ParentHasProcesses { path: parent });
+        }
+        Ok(Placement {
             version: hierarchy.version,
             parent,
         })
@@ -491,6 +503,8 @@ impl HostCgroups {
                 controllers,
                 parent: directory,
                 state,
+                subtree_control: Vec::new(),
+                parent_has_processes: false,
             }
         });
         let legacy = layout
@@ -505,6 +519,8 @@ impl HostCgroups {
                     controllers: mounted.controllers.clone(),
                     parent: directory,
                     state,
+                    subtree_control: Vec::new(),
+                    parent_has_processes: false,
                 }
             })
             .collect();
@@ -585,11 +601,29 @@ impl Host {
                     .all(|file| writable(&directory.join(file)))
             },
         );
-        match read_error {
-            Some(err) => Err(err),
-            None => Ok(host),
+        if let Some(err) = read_error {
+            return Err(err);
         }
+        let mut host = host;
+        if let Some(unified) = &mut host.unified {
+            if let (Some(parent), ParentState::Writable) = (&unified.parent, unified.state) {
+                let subtree = read_text(&parent.join("cgroup.subtree_control"))?;
+                unified.subtree_control = subtree.split_whitespace().map(str::to_owned).collect();
+                // The root cgroup is exempt from the no-internal-processes rule.
+                if parent != &unified.mount_point || layout_root_is_not_hierarchy_root(&layout) {
+                    let procs = read_text(&parent.join("cgroup.procs"))?;
+                    unified.parent_has_processes = !procs.trim().is_empty();
+                }
+            }
+        }
+        Ok(host)
     }
+}
+
+/// Whether the unified mount shows a sub-tree (a container's cgroup), whose top is not the
+/// hierarchy's root and so not exempt from the no-internal-processes rule.
+fn layout_root_is_not_hierarchy_root(layout: &Layout) -> bool {
+    layout.unified.as_ref().is_some_and(|u| u.mount_root != "/")
 }
 
 fn writable(path: &Path) -> bool {

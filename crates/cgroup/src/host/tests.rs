@@ -359,6 +359,31 @@ fn delegation_is_for_non_root_users_with_a_writable_unified_cgroup() {
 }
 
 #[test]
+fn a_v2_parent_with_its_own_processes_offers_only_what_it_already_enabled() {
+    let layout = Layout::parse(
+        "35 24 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+        "0::/user.slice/user-1000.slice/user@1000.service/app.slice/shell.scope\n",
+    )
+    .unwrap();
+    let mut host = HostCgroups::assemble(
+        &layout,
+        None,
+        |_| vec!["memory".to_owned(), "pids".to_owned(), "cpu".to_owned()],
+        |_| ParentState::Writable,
+        false,
+        |_| true,
+    );
+    let unified = host.unified.as_mut().unwrap();
+    unified.parent_has_processes = true;
+    unified.subtree_control = vec!["pids".to_owned()];
+    assert!(host.placement(Controller::Pids).is_ok());
+    assert_eq!(
+        host.placement(Controller::Memory).unwrap_err().to_string(),
+        "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/shell.scope has processes of its own, so the controller cannot be enabled in its cgroup.subtree_control"
+    );
+}
+
+#[test]
 fn detects_this_host() {
     let host = Host::detect().unwrap();
     // Whatever the host, detection is consistent with the raw files.
