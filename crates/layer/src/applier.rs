@@ -34,6 +34,9 @@ const BUFFER: usize = 1 << 20;
 /// Parent directory descriptors kept between entries.
 const MAX_CACHED_PARENTS: usize = 256;
 const OWNER_XATTR: &str = "user.hardbox.owner";
+/// Most uncompressed bytes accepted after the end-of-archive blocks (tar pads to its record
+/// size, 10 KiB by default); more is a decompression bomb, not padding.
+const MAX_TRAILING: u64 = 16 << 20;
 
 /// Metadata of a directory, set by [`Applier::finish`] because adding children changes it.
 #[derive(Debug)]
@@ -368,7 +371,14 @@ impl LayerRun<'_> {
         }
         // Whatever follows the end-of-archive blocks (padding) is part of both digests.
         let mut rest = tar.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(|e| self.read_error(e))?;
+        let trailing = io::copy(&mut (&mut rest).take(MAX_TRAILING + 1), &mut io::sink())
+            .map_err(|e| self.read_error(e))?;
+        if trailing > MAX_TRAILING {
+            return Err(LayerError::TrailingData {
+                layer: self.layer(),
+                limit: MAX_TRAILING,
+            });
+        }
         Ok(rest.into_inner().digest())
     }
 

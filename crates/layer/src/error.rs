@@ -122,6 +122,11 @@ pub enum LayerError {
     #[error("failed to apply layer {layer}: extended tar headers after entry {after:?} describe no entry")]
     DanglingExtension { layer: Digest, after: String },
 
+    #[error(
+        "failed to apply layer {layer}: more than {limit} bytes follow the end of the tar archive"
+    )]
+    TrailingData { layer: Digest, limit: u64 },
+
     #[error("failed to apply layer {layer}: failed to {operation} for entry {entry:?}")]
     Io {
         layer: Digest,

@@ -412,3 +412,31 @@ fn whiteouts_in_overlay_mode_never_delete() {
         "the whiteout replaces the file"
     );
 }
+
+#[test]
+fn gnu_long_names_and_long_link_names_are_applied() {
+    let long_dir = "d".repeat(120);
+    let file = format!("{long_dir}/file");
+    let link = format!("{long_dir}/link-with-a-long-target");
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, &file, &b"data"[..])
+        .unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_mode(0o777);
+    builder
+        .append_link(&mut header, &link, format!("/{file}"))
+        .unwrap();
+    let layer = builder.into_inner().unwrap();
+    let sandbox = Sandbox::new();
+    apply(&sandbox.root, &[layer]).expect("apply");
+    assert_eq!(fs::read(sandbox.path(&file)).expect("file"), b"data");
+    assert_eq!(
+        fs::read(sandbox.path(&link)).expect("through link"),
+        b"data"
+    );
+}

@@ -141,3 +141,20 @@ fn oversized_pax_header_is_refused_before_reading_it() {
         )
     );
 }
+
+#[test]
+fn decompression_bomb_after_end_of_archive_is_refused() {
+    let mut plain = Tar::new().file("f", "x").bytes();
+    plain.resize(plain.len() + (17 << 20), 0);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, &plain).unwrap();
+    let blob = encoder.finish().unwrap();
+    let (_sandbox, result) = apply_blob(&blob, Compression::Gzip);
+    assert_eq!(
+        result.expect_err("bomb").to_string(),
+        format!(
+            "failed to apply layer {}: more than 16777216 bytes follow the end of the tar archive",
+            digest_of(&blob)
+        )
+    );
+}
