@@ -127,6 +127,24 @@ fn trim_nul(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// A numeric header field's value; an empty field (all NUL or spaces) reads as zero, as other
+/// tar readers do.
+fn numeric_field(
+    header: &tar::Header,
+    range: std::ops::Range<usize>,
+    name: &'static str,
+    value: io::Result<u64>,
+) -> Result<u64, TarError> {
+    if header.as_bytes()[range]
+        .iter()
+        .all(|&b| b == 0 || b == b' ')
+    {
+        Ok(0)
+    } else {
+        value.map_err(|_| TarError::BadField(name))
+    }
+}
+
 #[derive(Default)]
 struct Extensions {
     long_name: Option<Vec<u8>>,
@@ -230,9 +248,7 @@ impl<R: BufRead> TarReader<R> {
             if header.cksum().ok() != Some(expected) {
                 return Err(TarError::Checksum);
             }
-            let header_size = header
-                .entry_size()
-                .map_err(|_| TarError::BadField("size"))?;
+            let header_size = numeric_field(header, 124..136, "size", header.entry_size())?;
             match header.entry_type().as_byte() {
                 b'L' => {
                     let name = self.read_extension(header_size, MAX_LONG_NAME)?;
@@ -277,6 +293,7 @@ impl<R: BufRead> TarReader<R> {
             b'S' => Kind::Sparse,
             other => Kind::Other(other),
         };
+        let field = |range, name, value| numeric_field(header, range, name, value);
         let mut entry = EntryHeader {
             kind,
             name: extensions
@@ -289,11 +306,11 @@ impl<R: BufRead> TarReader<R> {
                     .unwrap_or_default()
             }),
             size: header_size,
-            mode: header.mode().map_err(|_| TarError::BadField("mode"))? & 0o7777,
-            uid: header.uid().map_err(|_| TarError::BadField("uid"))?,
-            gid: header.gid().map_err(|_| TarError::BadField("gid"))?,
+            mode: field(100..108, "mode", header.mode().map(u64::from))? as u32 & 0o7777,
+            uid: field(108..116, "uid", header.uid())?,
+            gid: field(116..124, "gid", header.gid())?,
             mtime: Time {
-                seconds: header.mtime().map_err(|_| TarError::BadField("mtime"))? as i64,
+                seconds: field(136..148, "mtime", header.mtime())? as i64,
                 nanoseconds: 0,
             },
             atime: None,
