@@ -31,9 +31,28 @@ pub enum Command {
     /// Print version information
     Version(JsonFlag),
     /// Run a command in a sandbox
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Report which isolation layers this host can enforce, and why not
     Doctor(DoctorArgs),
+    /// Show the effective sandbox policy
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the effective policy: the built-in default, then the policy file
+    Show(PolicyShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyShowArgs {
+    /// Policy file (TOML) layered over the built-in default
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Print the policy as JSON on stdout (default: TOML)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +67,7 @@ pub struct DoctorArgs {
 pub enum SkippableLayer {
     Landlock,
     Seccomp,
+    Cgroups,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +106,21 @@ pub struct RunArgs {
     /// Turn off an isolation layer (unsafe; for hosts that cannot enforce it)
     #[arg(long, value_enum, value_name = "LAYER")]
     pub dangerously_skip: Vec<SkippableLayer>,
+    /// Policy file (TOML) layered over the built-in default; flags win over it
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Memory limit, like 512m or 2g (policy limits.memory)
+    #[arg(long, short = 'm', value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Largest number of processes and threads (policy limits.pids)
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
+    /// CPU limit in CPUs, fractions allowed, like 1.5 (policy limits.cpus)
+    #[arg(long, value_name = "CPUS")]
+    pub cpus: Option<f64>,
+    /// Kill the sandbox after this long, like 30s or 5m; exits 124 (policy limits.timeout)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

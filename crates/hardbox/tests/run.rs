@@ -335,3 +335,170 @@ fn rootless_maps_the_caller_to_root_inside() {
     let metadata = std::fs::metadata(dir.path().join("made")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(metadata.uid(), 65534);
 }
+
+/// The `hardbox/` cgroup directories of this test's sandboxes, in the pids hierarchy.
+fn sandbox_cgroups(pid: u32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup/pids/hardbox") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("run-{pid}-")))
+        .collect()
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit_and_the_sandbox_still_exits() {
+    let dir = workspace();
+    let output = hardbox(
+        dir.path(),
+        &["--pids-limit", "16"],
+        "for i in $(seq 100); do sleep 5 & done; wait; echo all-forked",
+    );
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(!text.contains("all-forked"), "{text}");
+    assert!(text.to_lowercase().contains("fork"), "{text}");
+    assert_ne!(output.status.code(), Some(0), "{text}");
+}
+
+#[test]
+fn the_sandbox_runs_in_its_own_cgroup_which_is_removed_on_exit() {
+    let dir = workspace();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["run", "--host", "--workspace"])
+        .arg(dir.path())
+        .args(["--pids-limit", "50", "--", "/bin/sh", "-c"])
+        .arg("cat /proc/self/cgroup; read line; true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    let mut text = String::new();
+    while !text.contains("pids:") {
+        let mut line = String::new();
+        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        text.push_str(&line);
+    }
+    assert!(
+        text.contains(&format!("pids:/hardbox/run-{pid}-")),
+        "{text}"
+    );
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/hardbox/{}/pids.max",
+        sandbox_cgroups(pid).first().cloned().unwrap_or_default()
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(limit.trim(), "50");
+    drop(child.stdin.take());
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(0));
+    assert!(sandbox_cgroups(pid).is_empty(), "cgroup left behind");
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_with_a_message_and_exit_137() {
+    let dir = workspace();
+    let output = hardbox(
+        dir.path(),
+        &["--memory", "64m"],
+        "exec python3 -c 'chunks = []\nwhile True: chunks.append(bytearray(1 << 20))'",
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(137), "{message}");
+    assert!(
+        message.contains("error: the command was killed: out of memory (limit 64 MiB)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_sandbox_and_exits_124() {
+    let dir = workspace();
+    let output = hardbox(dir.path(), &["--timeout", "1s"], "sleep 30");
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(124), "{message}");
+    assert!(
+        message.contains("error: the command timed out after 1s"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_policy_file_sets_limits_and_environment_and_flags_win() {
+    let dir = workspace();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[limits]\npids = 40\nnofile = 100\n[environment.set]\nFROM_POLICY = \"yes\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let policy = policy.to_string_lossy().into_owned();
+    let out = probe(
+        dir.path(),
+        &["--policy", &policy],
+        "ulimit -n; echo $FROM_POLICY; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null; true",
+    );
+    assert!(out.starts_with("100\nyes\n"), "{out}");
+    let out = probe(
+        dir.path(),
+        &[
+            "--policy",
+            &policy,
+            "--timeout",
+            "1m",
+            "--dangerously-skip",
+            "cgroups",
+        ],
+        "cat /proc/self/cgroup",
+    );
+    assert!(!out.contains("hardbox/run-"), "{out}");
+}
+
+#[test]
+fn a_bad_policy_file_is_refused_naming_the_file_and_line() {
+    let dir = workspace();
+    let policy = dir.path().join("bad.toml");
+    std::fs::write(&policy, "[limits]\nmemory = \"2x\"\n").unwrap_or_else(|e| panic!("{e}"));
+    let policy = policy.to_string_lossy().into_owned();
+    let output = hardbox(dir.path(), &["--policy", &policy], "true");
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(125), "{message}");
+    assert!(message.contains(&policy), "{message}");
+    assert!(message.contains("line 2"), "{message}");
+
+    let show = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["policy", "show", "--policy", &policy])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(show.status.code(), Some(1));
+    assert!(stderr(&show).contains("line 2"), "{}", stderr(&show));
+}
+
+#[test]
+fn policy_show_prints_the_effective_policy_as_toml_and_json() {
+    let dir = workspace();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[limits]\nmemory = \"512m\"\n").unwrap_or_else(|e| panic!("{e}"));
+    let show = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+            .args(["policy", "show", "--policy"])
+            .arg(&policy)
+            .args(extra)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let text = show(&[]);
+    assert!(text.contains("[limits]"), "{text}");
+    assert!(text.contains("memory = \"512m\""), "{text}");
+    assert!(text.contains("pids = 1024"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&show(&["--json"])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json["limits"]["pids"], 1024);
+}

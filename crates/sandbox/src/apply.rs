@@ -104,6 +104,7 @@ fn apply_one<S: Syscalls>(
         Step::SetHostname { name } => sys.set_hostname(name),
         Step::BringUpLoopback => sys.bring_up_loopback(),
         Step::DisableCoreDumps => sys.disable_core_dumps(),
+        Step::LimitOpenFiles { limit } => sys.limit_open_files(*limit),
         Step::DropBoundingCapabilities => sys.drop_bounding_capabilities(),
         Step::ClearAmbientCapabilities => sys.clear_ambient_capabilities(),
         Step::ClearCapabilities => sys.clear_capabilities(),

@@ -2,22 +2,35 @@
 //!
 //! ```text
 //! parent ──clone(user, mount, pid, ipc, uts, net, cgroup)──► init ──fork──► command ──exec
-//!   writes id maps, passes mounts,          applies plan.setup        applies plan.command
-//!   forwards signals, waits                 reaps, forwards signals
+//!   writes id maps, passes mounts ─socket─►  applies plan.setup
+//!   creates the cgroup, moves init in it     (meanwhile, on another CPU)
+//!   sends "go" ──────────────────socket─►    forks the command       applies plan.command
+//!   forwards signals, enforces the timeout   reaps, forwards signals
+//!   ◄──────────────── the command's status ─ socket, then exits
 //! ```
 //!
 //! Guarantees: a failing step is reported to the parent over a close-on-exec pipe as
 //! (phase, step index, errno) and becomes a [`LaunchError`] naming the step; nothing runs
-//! unless every step before it succeeded; the parent's exit status is the command's
-//! (128 + N when signal N killed it). Signals INT, TERM, HUP, QUIT, USR1, USR2 and WINCH sent
-//! to the parent are forwarded to init, which forwards them to the command.
+//! unless every step before it succeeded; the command starts only after init joined the
+//! sandbox's cgroup (when the plan has limits), and a cgroup that cannot be created stops the
+//! launch; the parent's exit status is the command's (128 + N when signal N killed it, 137 when
+//! the memory limit's OOM killer did, 124 when the timeout did). Signals INT, TERM, HUP, QUIT,
+//! USR1, USR2 and WINCH sent to the parent are forwarded to init, which forwards them to the
+//! command.
+//!
+//! Start-up cost: the parent does its own work (cgroup creation) while init mounts the
+//! sandbox's filesystem on another CPU, and without a cgroup to remove it returns as soon as
+//! init reports the status, without waiting for the kernel to tear the namespaces down (init
+//! exits right after reporting, and its exit kills whatever else still runs in the sandbox).
+//! See `docs/benchmarks.md`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 use sys::linux::Linux;
-use sys::process::{self as proc, ExecTarget, Forked, Namespaces, SignalSet};
+use sys::process::{self as proc, ExecTarget, Forked, Namespaces, SignalFd, SignalSet};
 use sys::Errno;
 
 use crate::apply::{apply, Resources};
@@ -28,14 +41,28 @@ use crate::plan::{LaunchPlan, Step};
 pub enum ExitStatus {
     Exited(i32),
     Signaled(i32),
+    /// The kernel's OOM killer ended it: the sandbox reached its memory limit.
+    OutOfMemory {
+        limit_bytes: u64,
+    },
+    /// The sandbox ran longer than its timeout and was killed.
+    TimedOut {
+        after: Duration,
+    },
 }
 
+/// Exit code when the timeout killed the sandbox (as GNU `timeout`).
+pub const EXIT_TIMED_OUT: i32 = 124;
+
 impl ExitStatus {
-    /// The shell convention: the exit code, or 128 + the signal's number.
+    /// The shell convention: the exit code, or 128 + the signal's number; 137 (SIGKILL) for
+    /// an OOM kill and [`EXIT_TIMED_OUT`] for a timeout.
     pub fn code(self) -> i32 {
         match self {
             ExitStatus::Exited(code) => code,
             ExitStatus::Signaled(signal) => 128 + signal,
+            ExitStatus::OutOfMemory { .. } => 128 + Signal::KILL.as_raw(),
+            ExitStatus::TimedOut { .. } => EXIT_TIMED_OUT,
         }
     }
 }
@@ -70,6 +97,15 @@ pub enum LaunchError {
     NotExecutable { program: String, errno: Errno },
     #[error("the sandbox's init ended before reporting")]
     InitVanished,
+    #[error("failed to find the host's cgroup hierarchies")]
+    CgroupDetect(#[source] cgroup::DetectError),
+    #[error("failed to create the sandbox's cgroup")]
+    Cgroup(#[source] cgroup::CreateError),
+    #[error("failed to move the sandbox into its cgroup: failed to write {path}")]
+    CgroupJoin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl LaunchError {
@@ -119,6 +155,8 @@ fn supervised_signals() -> SignalSet {
 /// Which list a failing step belongs to.
 const PHASE_SETUP: u32 = 1;
 const PHASE_COMMAND: u32 = 2;
+/// Init failed to join the sandbox's cgroup.
+const PHASE_CGROUP: u32 = 3;
 /// Exit code of init or the command when a step failed (the parent reports the step).
 const EXIT_SETUP_FAILED: i32 = 125;
 const RECORD_SIZE: usize = 12;
@@ -174,9 +212,11 @@ pub fn launch(plan: &LaunchPlan) -> Result<ExitStatus, LaunchError> {
     let seccomp = if plan.settings.skip.seccomp {
         None
     } else {
-        let program = seccomp::Filter::agent_default()
-            .compile()
-            .map_err(LaunchError::Seccomp)?;
+        let mut filter = seccomp::Filter::agent_default();
+        for name in &plan.settings.seccomp_allow {
+            filter.allow(name).map_err(LaunchError::Seccomp)?;
+        }
+        let program = filter.compile().map_err(LaunchError::Seccomp)?;
         Some(SeccompProgram(program))
     };
 
@@ -199,6 +239,7 @@ fn launch_with_signals_blocked(
     signals: &SignalSet,
     previous_mask: &SignalSet,
 ) -> Result<ExitStatus, LaunchError> {
+    let started = Instant::now();
     let parent_error = |call| move |errno| LaunchError::Parent { call, errno };
     let (parent_socket, init_socket) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
@@ -209,6 +250,7 @@ fn launch_with_signals_blocked(
     .map_err(parent_error("socketpair"))?;
     let (report_read, report_write) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(parent_error("pipe"))?;
+    let signal_fd = SignalFd::open(signals).map_err(parent_error("signalfd"))?;
 
     let init = match proc::clone_into_namespaces(Namespaces::ALL)
         .map_err(|errno| LaunchError::Namespaces { errno })?
@@ -216,6 +258,7 @@ fn launch_with_signals_blocked(
         Forked::Child => {
             drop(parent_socket);
             drop(report_read);
+            drop(signal_fd);
             run_init(
                 plan,
                 exec,
@@ -231,29 +274,246 @@ fn launch_with_signals_blocked(
     drop(init_socket);
     drop(report_write);
 
-    if let Err(error) = configure_init(plan, init, &parent_socket) {
+    let abandon = |error: LaunchError| {
         let _ = rustix::process::kill_process(init, Signal::KILL);
         let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
-        return Err(error);
-    }
-    drop(parent_socket);
+        error
+    };
+    configure_init(plan, init, &parent_socket).map_err(abandon)?;
+    // While init mounts the sandbox's filesystem, create the cgroup and move init into it;
+    // init forks the command only after the "go" below, so the command starts inside it.
+    let (mut group, join_files) =
+        if plan.settings.limits.needs_cgroup() && !plan.settings.skip.cgroups {
+            let (group, files) = create_cgroup(plan, init).map_err(abandon)?;
+            (Some(group), files)
+        } else {
+            (None, Vec::new())
+        };
+    // If init already failed, the socket is closed; its report below says why.
+    let borrowed: Vec<_> = join_files.iter().map(AsFd::as_fd).collect();
+    let _ = proc::send_descriptors(parent_socket.as_fd(), GO, &borrowed);
+    drop(borrowed);
+    drop(join_files);
 
     let mut record = [0u8; RECORD_SIZE];
     let read = proc::read_full(&report_read, &mut record).map_err(parent_error("read"))?;
     drop(report_read);
-    let status = supervise(init, false, signals).map_err(parent_error("waitpid"))?;
-    if read == RECORD_SIZE {
-        return Err(failure(plan, &record));
-    }
     if read != 0 {
-        return Err(LaunchError::InitVanished);
+        let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
+        return Err(if read == RECORD_SIZE {
+            failure(plan, &record)
+        } else {
+            LaunchError::InitVanished
+        });
     }
+
+    let deadline = plan
+        .settings
+        .timeout
+        .map(|timeout| (started + timeout, timeout));
+    let ending = supervise_init(init, &parent_socket, &signal_fd, deadline, group.as_ref())
+        .map_err(parent_error("waitpid"))?;
+    let Some(group) = group.as_mut() else {
+        return Ok(ending.status);
+    };
+    if !ending.reaped {
+        // The cgroup can go only when init (and with it every process of the sandbox) is gone.
+        let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
+    }
+    let status = match (ending.status, plan.settings.limits.memory_bytes) {
+        (ExitStatus::Signaled(9) | ExitStatus::Exited(137), Some(limit_bytes))
+            if group.oom_kills().is_ok_and(|kills| kills > 0) =>
+        {
+            ExitStatus::OutOfMemory { limit_bytes }
+        }
+        (status, _) => status,
+    };
+    // Best effort: dropping the handle retries, and `hardbox system gc` would find leftovers.
+    let _ = group.remove();
     Ok(status)
+}
+
+/// The byte that lets init fork the command.
+const GO: u8 = 1;
+/// Size of the status record init sends when the command has ended.
+const STATUS_SIZE: usize = 8;
+const STATUS_EXITED: u32 = 1;
+const STATUS_SIGNALED: u32 = 2;
+
+fn encode_status(status: ExitStatus) -> [u8; STATUS_SIZE] {
+    let (kind, value) = match status {
+        ExitStatus::Signaled(signal) => (STATUS_SIGNALED, signal),
+        other => (STATUS_EXITED, other.code()),
+    };
+    let mut record = [0u8; STATUS_SIZE];
+    record[..4].copy_from_slice(&kind.to_le_bytes());
+    record[4..].copy_from_slice(&value.to_le_bytes());
+    record
+}
+
+fn decode_status(record: &[u8; STATUS_SIZE]) -> ExitStatus {
+    let mut kind = [0u8; 4];
+    kind.copy_from_slice(&record[..4]);
+    let mut value = [0u8; 4];
+    value.copy_from_slice(&record[4..]);
+    let value = i32::from_le_bytes(value);
+    if u32::from_le_bytes(kind) == STATUS_SIGNALED {
+        ExitStatus::Signaled(value)
+    } else {
+        ExitStatus::Exited(value)
+    }
+}
+
+/// Creates the sandbox's cgroup with the plan's limits; returns it with the v1 `tasks` files
+/// init writes itself into (after its setup, before it forks the command).
+///
+/// Cost matters here (it runs while init mounts, and must finish before the command starts).
+/// Moving another process into a cgroup takes the kernel's thread-group lock for writing, and
+/// its first writer waits for an RCU grace period: 5 to 15 ms on the reference host, more than
+/// the whole launch. A thread that writes `0` (itself) to a v1 `tasks` file skips that lock,
+/// and init has one thread, so this moves all of it in microseconds. The files are opened here,
+/// by the host's root, which is the credential the kernel checks. So:
+///
+/// - when every limit lives in a v1 hierarchy (v1 and hybrid hosts), the unified hierarchy is
+///   left out: it would only track processes, which the v1 freezer does as well, and a v2 leaf
+///   can only be joined through `cgroup.procs`;
+/// - a v2 leaf (v2 hosts) is joined by the parent writing init's pid to `cgroup.procs`.
+fn create_cgroup(
+    plan: &LaunchPlan,
+    init: Pid,
+) -> Result<(cgroup::Cgroup, Vec<OwnedFd>), LaunchError> {
+    let limits = &plan.settings.limits;
+    let mut host = cgroup::Host::detect().map_err(LaunchError::CgroupDetect)?;
+    let cgroup_limits = cgroup::Limits {
+        memory_bytes: limits.memory_bytes,
+        memory_swap_bytes: None,
+        pids: limits.pids,
+        cpus: limits.cpus,
+    };
+    let all_legacy = cgroup_limits.controllers().iter().all(|&controller| {
+        host.placement(controller)
+            .is_ok_and(|placement| placement.version == cgroup::Version::V1)
+    });
+    if all_legacy && !host.legacy.is_empty() {
+        host.unified = None;
+    }
+    let name = format!("run-{}-{}", std::process::id(), init.as_raw_nonzero());
+    let group =
+        cgroup::Cgroup::create(&host, &name, &cgroup_limits).map_err(LaunchError::Cgroup)?;
+    let mut files = Vec::new();
+    for directory in group.directories() {
+        let tasks = directory.join("tasks");
+        if tasks.exists() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&tasks)
+                .map_err(|source| LaunchError::CgroupJoin {
+                    path: tasks.clone(),
+                    source,
+                })?;
+            files.push(OwnedFd::from(file));
+        } else {
+            let path = directory.join("cgroup.procs");
+            std::fs::write(&path, init.as_raw_nonzero().to_string())
+                .map_err(|source| LaunchError::CgroupJoin { path, source })?;
+        }
+    }
+    Ok((group, files))
+}
+
+/// How the parent's watch over init ended.
+struct Ending {
+    status: ExitStatus,
+    /// Whether init has been waited for already.
+    reaped: bool,
+}
+
+/// Waits for init's status record (or init's end), forwarding signals to init and killing the
+/// sandbox when `deadline` passes.
+fn supervise_init(
+    init: Pid,
+    socket: &OwnedFd,
+    signal_fd: &SignalFd,
+    deadline: Option<(Instant, Duration)>,
+    group: Option<&cgroup::Cgroup>,
+) -> Result<Ending, Errno> {
+    let mut record = [0u8; STATUS_SIZE];
+    let mut filled = 0;
+    loop {
+        let remaining = match deadline {
+            Some((at, after)) => {
+                let remaining = at.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    let _ = rustix::process::kill_process(init, Signal::KILL);
+                    if let Some(group) = group {
+                        let _ = group.kill_all();
+                    }
+                    let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
+                    return Ok(Ending {
+                        status: ExitStatus::TimedOut { after },
+                        reaped: true,
+                    });
+                }
+                Some(remaining)
+            }
+            None => None,
+        };
+        let ready = proc::poll_readable(&[signal_fd.as_fd(), socket.as_fd()], remaining)?;
+        if ready & 0b01 != 0 {
+            while let Some(signal) = signal_fd.take()? {
+                if signal == libc_signal::CHLD {
+                    if let Some((_, status)) =
+                        rustix::process::waitpid(Some(init), WaitOptions::NOHANG)?
+                    {
+                        return Ok(Ending {
+                            status: exit_status(status),
+                            reaped: true,
+                        });
+                    }
+                } else if let Some(signal) = Signal::from_named_raw(signal) {
+                    // Init may have just exited; its status follows.
+                    let _ = rustix::process::kill_process(init, signal);
+                }
+            }
+        }
+        if ready & 0b10 != 0 {
+            match rustix::io::read(socket, &mut record[filled..]) {
+                Ok(0) => {
+                    // Init ended without a status (killed): its own exit status tells.
+                    let waited = rustix::process::waitpid(Some(init), WaitOptions::empty())?;
+                    let status = waited.map_or(ExitStatus::Exited(EXIT_SETUP_FAILED), |(_, s)| {
+                        exit_status(s)
+                    });
+                    return Ok(Ending {
+                        status,
+                        reaped: true,
+                    });
+                }
+                Ok(count) => {
+                    filled += count;
+                    if filled == STATUS_SIZE {
+                        return Ok(Ending {
+                            status: decode_status(&record),
+                            reaped: false,
+                        });
+                    }
+                }
+                Err(Errno::INTR | Errno::AGAIN) => {}
+                Err(errno) => return Err(errno),
+            }
+        }
+    }
 }
 
 /// The error a failure record describes.
 fn failure(plan: &LaunchPlan, record: &[u8; RECORD_SIZE]) -> LaunchError {
     let (phase, index, errno) = decode(record);
+    if phase == PHASE_CGROUP {
+        return LaunchError::Step {
+            step: "join the sandbox's cgroup".to_owned(),
+            errno,
+        };
+    }
     let steps = if phase == PHASE_SETUP {
         &plan.setup
     } else {
@@ -391,7 +651,6 @@ fn run_init(
         // The parent failed before letting init go, and reports that itself.
         _ => proc::exit_immediately(EXIT_SETUP_FAILED),
     }
-    drop(socket);
 
     let mut linux = Linux;
     let resources = Resources {
@@ -411,6 +670,18 @@ fn run_init(
     }
     // The passed mounts are attached now; the command must not inherit them.
     drop(mounts);
+    // The parent says "go" with the cgroup files init joins (writing `0`: itself), so the
+    // command starts inside the sandbox's cgroup.
+    let mut join_files = Vec::with_capacity(sys::process::MAX_DESCRIPTORS);
+    match proc::receive_descriptors(socket.as_fd(), &mut join_files) {
+        Ok(Some(GO)) => {}
+        _ => proc::exit_immediately(EXIT_SETUP_FAILED),
+    }
+    for file in join_files.drain(..) {
+        if let Err(errno) = proc::write_all(&file, b"0") {
+            fail(&report, PHASE_CGROUP, 0, errno, EXIT_SETUP_FAILED);
+        }
+    }
     let resources = Resources {
         mounts: &[],
         landlock: &plan.landlock,
@@ -430,11 +701,10 @@ fn run_init(
         ),
     };
     drop(report);
-    let code = match supervise(command, true, signals) {
-        Ok(status) => status.code(),
-        Err(_) => EXIT_SETUP_FAILED,
-    };
-    proc::exit_immediately(code)
+    let status = supervise(command, true, signals).unwrap_or(ExitStatus::Exited(EXIT_SETUP_FAILED));
+    // If the parent is gone there is no one to tell; the exit status says the same.
+    let _ = proc::write_all(&socket, &encode_status(status));
+    proc::exit_immediately(status.code())
 }
 
 /// The command's process: restores the signal state the CLI started with, applies the command
@@ -480,7 +750,22 @@ mod tests {
     }
 
     #[test]
+    fn status_records_round_trip() {
+        for status in [ExitStatus::Exited(3), ExitStatus::Signaled(15)] {
+            assert_eq!(decode_status(&encode_status(status)), status);
+        }
+    }
+
+    #[test]
     fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(ExitStatus::OutOfMemory { limit_bytes: 1 }.code(), 137);
+        assert_eq!(
+            ExitStatus::TimedOut {
+                after: Duration::from_secs(1)
+            }
+            .code(),
+            124
+        );
         assert_eq!(ExitStatus::Exited(3).code(), 3);
         assert_eq!(ExitStatus::Signaled(9).code(), 137);
     }

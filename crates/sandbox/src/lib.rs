@@ -16,8 +16,8 @@ pub mod apply;
 pub mod launch;
 pub mod plan;
 
-pub use launch::{launch, ExitStatus, LaunchError};
+pub use launch::{launch, ExitStatus, LaunchError, EXIT_TIMED_OUT};
 pub use plan::{
-    Bind, HiddenKind, HiddenPath, Identity, LaunchPlan, PlanError, Rootfs, SandboxSettings,
-    SkippedLayers, Step,
+    Bind, HiddenKind, HiddenPath, Identity, LaunchPlan, PlanError, ResourceLimits, Rootfs,
+    SandboxSettings, SkippedLayers, Step,
 };

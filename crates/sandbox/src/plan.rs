@@ -119,10 +119,32 @@ impl Identity {
 pub struct SkippedLayers {
     pub landlock: bool,
     pub seccomp: bool,
+    /// No per-sandbox cgroup: [`ResourceLimits`] other than `open_files` are not enforced.
+    pub cgroups: bool,
+}
+
+/// Resource limits of one sandbox. `None` leaves a resource unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ResourceLimits {
+    /// Memory (cgroup), in bytes; no swap on top.
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads (cgroup `pids.max`).
+    pub pids: Option<u64>,
+    /// CPU time in CPUs, fractions allowed (cgroup CFS quota).
+    pub cpus: Option<f64>,
+    /// Open files per process (`RLIMIT_NOFILE`, set in the command's process).
+    pub open_files: Option<u64>,
+}
+
+impl ResourceLimits {
+    /// Whether any limit needs a cgroup.
+    pub fn needs_cgroup(&self) -> bool {
+        self.memory_bytes.is_some() || self.pids.is_some() || self.cpus.is_some()
+    }
 }
 
 /// Resolved settings: every default applied, every host path resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SandboxSettings {
     /// The program to run: a path, or a name searched in the sandbox's `PATH`.
     pub program: String,
@@ -140,6 +162,13 @@ pub struct SandboxSettings {
     pub hostname: String,
     pub identity: Identity,
     pub skip: SkippedLayers,
+    /// Enforced by a per-sandbox cgroup that init joins before the command starts (unless
+    /// `skip.cgroups`), and `RLIMIT_NOFILE`.
+    pub limits: ResourceLimits,
+    /// Wall-clock limit: the sandbox is killed when it passes.
+    pub timeout: Option<std::time::Duration>,
+    /// Syscalls taken back from the seccomp filter's denials, by name.
+    pub seccomp_allow: Vec<String>,
 }
 
 /// Settings that cannot make a sandbox.
@@ -226,6 +255,9 @@ pub enum Step {
     },
     BringUpLoopback,
     DisableCoreDumps,
+    LimitOpenFiles {
+        limit: u64,
+    },
     DropBoundingCapabilities,
     ClearAmbientCapabilities,
     ClearCapabilities,
@@ -272,6 +304,7 @@ impl fmt::Display for Step {
             Step::SetHostname { name } => write!(f, "set hostname {name}"),
             Step::BringUpLoopback => f.write_str("bring up loopback"),
             Step::DisableCoreDumps => f.write_str("set RLIMIT_CORE"),
+            Step::LimitOpenFiles { limit } => write!(f, "set RLIMIT_NOFILE to {limit}"),
             Step::DropBoundingCapabilities => f.write_str("drop bounding capabilities"),
             Step::ClearAmbientCapabilities => f.write_str("clear ambient capabilities"),
             Step::ClearCapabilities => f.write_str("drop capabilities"),
@@ -301,7 +334,7 @@ pub struct IdMaps {
 }
 
 /// The whole launch, decided before any process starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LaunchPlan {
     pub settings: SandboxSettings,
     /// Applied by init (pid 1 of the sandbox), in order.
@@ -730,11 +763,12 @@ impl LaunchPlan {
         });
 
         // 9. the command's own process.
-        let mut command = vec![
-            Step::DisableCoreDumps,
-            Step::DropBoundingCapabilities,
-            Step::ClearAmbientCapabilities,
-        ];
+        let mut command = vec![Step::DisableCoreDumps];
+        if let Some(limit) = settings.limits.open_files {
+            command.push(Step::LimitOpenFiles { limit });
+        }
+        command.push(Step::DropBoundingCapabilities);
+        command.push(Step::ClearAmbientCapabilities);
         if root_mode && (uid, gid) != (0, 0) {
             command.push(Step::SetIdentity {
                 uid,
@@ -860,6 +894,12 @@ pub(crate) mod tests {
             hostname: "hardbox".into(),
             identity,
             skip: SkippedLayers::default(),
+            limits: ResourceLimits {
+                open_files: Some(4096),
+                ..ResourceLimits::default()
+            },
+            timeout: None,
+            seccomp_allow: vec![],
         }
     }
 
@@ -929,6 +969,7 @@ pub(crate) mod tests {
             names,
             [
                 "set RLIMIT_CORE",
+                "set RLIMIT_NOFILE to 4096",
                 "drop bounding capabilities",
                 "clear ambient capabilities",
                 "switch to user 1000:100",
@@ -1073,6 +1114,7 @@ pub(crate) mod tests {
         settings.skip = SkippedLayers {
             landlock: true,
             seccomp: true,
+            cgroups: true,
         };
         let plan = plan(settings);
         assert!(!plan.command.contains(&Step::RestrictLandlock));

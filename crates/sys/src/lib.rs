@@ -153,6 +153,8 @@ pub trait Syscalls {
     fn bring_up_loopback(&mut self) -> Result<(), Errno>;
     /// `RLIMIT_CORE` = 0: a crashing command leaves no core file with its memory.
     fn disable_core_dumps(&mut self) -> Result<(), Errno>;
+    /// `RLIMIT_NOFILE` = `limit` (soft and hard): the most files a process may hold open.
+    fn limit_open_files(&mut self, limit: u64) -> Result<(), Errno>;
     /// Drops every capability from the bounding set.
     fn drop_bounding_capabilities(&mut self) -> Result<(), Errno>;
     fn clear_ambient_capabilities(&mut self) -> Result<(), Errno>;

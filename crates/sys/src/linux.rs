@@ -126,16 +126,6 @@ pub fn set_id_mapping(mount: BorrowedFd<'_>, user_namespace: BorrowedFd<'_>) -> 
     )
 }
 
-/// The highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`), or the
-/// highest a 64-bit capability set can hold if that file cannot be read.
-fn last_capability() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(63)
-        .min(63)
-}
-
 fn errno_from(error: &(dyn std::error::Error + 'static)) -> Errno {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = current {
@@ -285,12 +275,25 @@ impl Syscalls for Linux {
         )
     }
 
+    fn limit_open_files(&mut self, limit: u64) -> Result<(), Errno> {
+        rustix::process::setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            },
+        )
+    }
+
     fn drop_bounding_capabilities(&mut self) -> Result<(), Errno> {
-        for number in 0..=last_capability() {
+        // Capabilities are numbered from 0 without gaps; the kernel answers EINVAL for the first
+        // number past its last one (`cap_last_cap`), which ends the loop. Asking the kernel
+        // instead of reading `/proc/sys/kernel/cap_last_cap` saves an open and a read per launch.
+        for number in 0..64 {
             let capability = CapabilitySet::from_bits_retain(1 << number);
             match rustix::thread::remove_capability_from_bounding_set(capability) {
-                // EINVAL: the kernel does not know this capability; nothing to drop.
-                Ok(()) | Err(Errno::INVAL) => {}
+                Ok(()) => {}
+                Err(Errno::INVAL) => return Ok(()),
                 Err(errno) => return Err(errno),
             }
         }

@@ -73,13 +73,12 @@ pub enum Forked {
 }
 
 /// Fails with `EBUSY` unless the calling process has exactly one thread.
+///
+/// procfs counts a process's threads in the link count of `/proc/self/task` (2 + one per
+/// thread), so one `statx` answers without generating the whole `/proc/self/status` text.
 fn require_single_thread() -> Result<(), Errno> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|_| Errno::IO)?;
-    let threads = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .map(str::trim);
-    if threads == Some("1") {
+    let task = rustix::fs::stat("/proc/self/task").map_err(|_| Errno::IO)?;
+    if task.st_nlink == 3 {
         Ok(())
     } else {
         Err(Errno::BUSY)
@@ -213,6 +212,112 @@ pub fn wait_for_signal(signals: &SignalSet) -> Result<i32, Errno> {
             return Err(errno);
         }
     }
+}
+
+/// A `signalfd` for a set of blocked signals: readable when one of them is pending, so a
+/// supervisor can wait for signals and descriptors together with [`poll_readable`].
+#[derive(Debug)]
+pub struct SignalFd(OwnedFd);
+
+impl SignalFd {
+    /// Opens a non-blocking, close-on-exec `signalfd` for `signals` (which must be blocked).
+    pub fn open(signals: &SignalSet) -> Result<SignalFd, Errno> {
+        // SAFETY: `signals.0` is an initialised `sigset_t`; -1 asks for a new descriptor.
+        let fd = unsafe { libc::signalfd(-1, &signals.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(
+                Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL)
+            );
+        }
+        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+        Ok(SignalFd(unsafe {
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
+    }
+
+    /// Takes one pending signal, if any, and returns its number.
+    pub fn take(&self) -> Result<Option<i32>, Errno> {
+        // SAFETY: `signalfd_siginfo` is plain data; all-zero bytes are a valid value.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: `info` is a writable buffer of exactly `size` bytes for the call's duration.
+        let read = unsafe {
+            libc::read(
+                std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                std::ptr::from_mut(&mut info).cast::<libc::c_void>(),
+                size,
+            )
+        };
+        if read < 0 {
+            let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
+            return match errno {
+                Errno::AGAIN | Errno::INTR => Ok(None),
+                errno => Err(errno),
+            };
+        }
+        if usize::try_from(read).ok() != Some(size) {
+            return Err(Errno::IO);
+        }
+        Ok(i32::try_from(info.ssi_signo).ok())
+    }
+}
+
+impl AsFd for SignalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Waits until one of `fds` is readable (or hung up), or `timeout` passes (`None`: no limit).
+/// Returns a bit per descriptor, bit `i` set when `fds[i]` is ready; 0 means the time passed.
+/// At most 8 descriptors; does not allocate. `EINTR` is returned as an empty set.
+pub fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<std::time::Duration>,
+) -> Result<u8, Errno> {
+    const MAX: usize = 8;
+    if fds.len() > MAX {
+        return Err(Errno::INVAL);
+    }
+    let mut entries = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX];
+    for (entry, fd) in entries.iter_mut().zip(fds) {
+        entry.fd = std::os::fd::AsRawFd::as_raw_fd(fd);
+        entry.events = libc::POLLIN;
+    }
+    let milliseconds = match timeout {
+        None => -1,
+        // Round up, so a wait never ends before the deadline.
+        Some(duration) => {
+            libc::c_int::try_from(duration.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+        }
+    };
+    // SAFETY: `entries` holds `fds.len()` initialised `pollfd`s, writable for the call.
+    let ready = unsafe {
+        libc::poll(
+            entries.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            milliseconds,
+        )
+    };
+    if ready < 0 {
+        let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
+        return if errno == Errno::INTR {
+            Ok(0)
+        } else {
+            Err(errno)
+        };
+    }
+    let mut bits = 0u8;
+    for (index, entry) in entries.iter().take(fds.len()).enumerate() {
+        if entry.revents != 0 {
+            bits |= 1 << index;
+        }
+    }
+    Ok(bits)
 }
 
 /// Restores the default action of every signal the Rust runtime or the launcher changed

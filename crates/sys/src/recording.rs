@@ -50,6 +50,7 @@ pub enum Call {
     SetHostname(String),
     BringUpLoopback,
     DisableCoreDumps,
+    LimitOpenFiles(u64),
     DropBoundingCapabilities,
     ClearAmbientCapabilities,
     ClearCapabilities,
@@ -78,6 +79,7 @@ impl Call {
             Call::SetHostname(_) => "set_hostname",
             Call::BringUpLoopback => "bring_up_loopback",
             Call::DisableCoreDumps => "disable_core_dumps",
+            Call::LimitOpenFiles(_) => "limit_open_files",
             Call::DropBoundingCapabilities => "drop_bounding_capabilities",
             Call::ClearAmbientCapabilities => "clear_ambient_capabilities",
             Call::ClearCapabilities => "clear_capabilities",
@@ -210,6 +212,10 @@ impl Syscalls for Recorder {
 
     fn disable_core_dumps(&mut self) -> Result<(), Errno> {
         self.record(Call::DisableCoreDumps)
+    }
+
+    fn limit_open_files(&mut self, limit: u64) -> Result<(), Errno> {
+        self.record(Call::LimitOpenFiles(limit))
     }
 
     fn drop_bounding_capabilities(&mut self) -> Result<(), Errno> {

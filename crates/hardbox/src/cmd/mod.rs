@@ -2,6 +2,7 @@
 
 mod doctor;
 mod image;
+mod policy;
 mod run;
 mod system;
 
@@ -15,8 +16,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Image(command) => image::run(cli.root, command),
         Command::System(command) => system::run(cli.root, command),
         Command::Version(flags) => version(flags.json),
-        Command::Run(args) => run::run(cli.root, args),
+        Command::Run(args) => run::run(cli.root, *args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Policy(command) => policy::run(command),
     }
 }
 

@@ -6,30 +6,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use policy::{Layer, NetworkMode, PathVariables, Policy, PolicyOverrides};
 use sandbox::{
-    Bind, HiddenKind, HiddenPath, Identity, LaunchError, LaunchPlan, Rootfs, SandboxSettings,
-    SkippedLayers,
+    Bind, ExitStatus, HiddenKind, HiddenPath, Identity, LaunchError, LaunchPlan, ResourceLimits,
+    Rootfs, SandboxSettings, SkippedLayers,
 };
 
 use crate::cli::{RunArgs, SkippableLayer};
 use crate::{exit, output};
-
-/// Host variables that reach the sandbox (plus `LC_*`); everything else is dropped.
-const KEPT_VARIABLES: [&str; 6] = ["PATH", "TERM", "LANG", "HOME", "USER", "TZ"];
-
-/// Paths under the caller's home that hold credentials.
-const HIDDEN_IN_HOME: [&str; 8] = [
-    ".ssh",
-    ".aws",
-    ".config/gcloud",
-    ".azure",
-    ".kube",
-    ".docker/config.json",
-    ".netrc",
-    ".gnupg",
-];
-/// System paths that hold credentials.
-const HIDDEN_SYSTEM: [&str; 3] = ["/etc/shadow", "/etc/gshadow", "/root"];
 
 const HINT_DOCTOR: &str = "run 'hardbox doctor' to see which layers this host can enforce";
 
@@ -55,7 +39,20 @@ pub fn run(_root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
         ));
     }
     match sandbox::launch(&plan) {
-        Ok(status) => Ok(u8::try_from(status.code()).unwrap_or(exit::LAUNCH_FAILED)),
+        Ok(status) => {
+            match status {
+                ExitStatus::OutOfMemory { limit_bytes } => output::error(&anyhow!(
+                    "the command was killed: out of memory (limit {})",
+                    human_size(limit_bytes)
+                )),
+                ExitStatus::TimedOut { after } => output::error(&anyhow!(
+                    "the command timed out after {}",
+                    human_duration(after)
+                )),
+                ExitStatus::Exited(_) | ExitStatus::Signaled(_) => {}
+            }
+            Ok(u8::try_from(status.code()).unwrap_or(exit::LAUNCH_FAILED))
+        }
         Err(err) => {
             let code = match err {
                 LaunchError::CommandNotFound { .. } => exit::NOT_FOUND,
@@ -72,7 +69,16 @@ pub fn run(_root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
 fn describe(err: &LaunchError) -> anyhow::Error {
     let message = match err {
         LaunchError::CommandNotFound { .. } | LaunchError::NotExecutable { .. } => err.to_string(),
-        _ => format!("failed to start sandbox: {err}"),
+        _ => {
+            // The whole chain: a cgroup error names the controller in its source.
+            let mut message = format!("failed to start sandbox: {err}");
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            message
+        }
     };
     let hint = match err {
         LaunchError::Step { step, .. } if step == "landlock" => Some(
@@ -92,6 +98,11 @@ fn describe(err: &LaunchError) -> anyhow::Error {
              (ext4, xfs, btrfs, overlayfs, tmpfs on Linux 6.3+)"
                 .to_owned(),
         ),
+        LaunchError::Cgroup(_) | LaunchError::CgroupDetect(_) | LaunchError::CgroupJoin { .. } => {
+            Some(format!(
+                "'--dangerously-skip cgroups' runs without resource limits; {HINT_DOCTOR}"
+            ))
+        }
         LaunchError::CommandNotFound { .. } => Some(
             "the command is searched in the sandbox's PATH; pass -e PATH=... or an absolute path"
                 .to_owned(),
@@ -107,22 +118,137 @@ fn describe(err: &LaunchError) -> anyhow::Error {
     }
 }
 
-/// Resolves the command line: paths made absolute and free of symlinks, defaults applied.
+/// `512 MiB`, `2 GiB`: a byte count in the largest binary unit that divides it.
+fn human_size(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// `5s`, `1m30s`, `250ms`: a duration as the policy writes them.
+fn human_duration(duration: std::time::Duration) -> String {
+    let millis = duration.as_millis();
+    if !millis.is_multiple_of(1000) {
+        return format!("{millis}ms");
+    }
+    let mut seconds = duration.as_secs();
+    let mut text = String::new();
+    for (unit, size) in [("h", 3600), ("m", 60)] {
+        if seconds >= size {
+            text.push_str(&format!("{}{unit}", seconds / size));
+            seconds %= size;
+        }
+    }
+    if seconds > 0 || text.is_empty() {
+        text.push_str(&format!("{seconds}s"));
+    }
+    text
+}
+
+/// The policy file (or the default) with the command line's flags layered over it.
+pub fn effective_policy(args: &RunArgs) -> Result<Policy> {
+    let policy = super::policy::load(args.policy.as_deref())?;
+    let mut overrides = PolicyOverrides::default();
+    if let Some(memory) = &args.memory {
+        let bytes =
+            policy::parse_size(memory).with_context(|| format!("invalid --memory {memory:?}"))?;
+        overrides.memory = Some(
+            policy::ByteSize::new(bytes).with_context(|| format!("invalid --memory {memory:?}"))?,
+        );
+    }
+    if let Some(pids) = args.pids_limit {
+        overrides.pids =
+            Some(policy::Count::new(pids).with_context(|| format!("invalid --pids-limit {pids}"))?);
+    }
+    if let Some(cpus) = args.cpus {
+        overrides.cpus =
+            Some(policy::Cpus::new(cpus).with_context(|| format!("invalid --cpus {cpus}"))?);
+    }
+    if let Some(timeout) = &args.timeout {
+        let duration = policy::parse_duration(timeout)
+            .with_context(|| format!("invalid --timeout {timeout:?}"))?;
+        overrides.timeout = Some(
+            policy::HumanDuration::new(duration)
+                .with_context(|| format!("invalid --timeout {timeout:?}"))?,
+        );
+    }
+    overrides.dangerously_skip = args
+        .dangerously_skip
+        .iter()
+        .map(|layer| match layer {
+            SkippableLayer::Landlock => Layer::Landlock,
+            SkippableLayer::Seccomp => Layer::Seccomp,
+            SkippableLayer::Cgroups => Layer::Cgroups,
+        })
+        .collect();
+    policy
+        .merge(&overrides)
+        .context("invalid policy after applying the command line")
+}
+
+/// Resolves the command line and policy: paths made absolute and free of symlinks, defaults
+/// applied.
 fn resolve(args: &RunArgs) -> Result<SandboxSettings> {
     if args.image.is_some() {
         bail!("running an image is not supported yet; use --host");
+    }
+    let policy = effective_policy(args)?;
+    if policy.skips(Layer::Userns) {
+        bail!("the user namespace cannot be skipped: the process sandbox is built on it");
+    }
+    if policy.network.mode != NetworkMode::None {
+        bail!(
+            "network.mode = {:?} is not supported yet; the sandbox has loopback only (mode \"none\")",
+            policy.network.mode
+        );
     }
     let workspace = match &args.workspace {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("failed to read the current directory")?,
     };
     let workspace = canonical(&workspace, "workspace")?;
+    let environment = environment(args, &policy)?;
+    // `~` is the sandbox's HOME, so `-e HOME=...` moves what is hidden with it.
+    let home = environment
+        .get("HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.is_absolute());
+    let filesystem = policy
+        .filesystem
+        .expand(PathVariables {
+            home: home.as_deref(),
+            workspace: Some(&workspace),
+        })
+        .context("invalid policy paths")?;
+    if !filesystem.read.iter().any(|path| path == Path::new("/")) {
+        bail!("a filesystem.read without \"/\" is not supported yet: the sandbox reads the whole host root");
+    }
     let mut binds = vec![Bind {
         source: workspace.clone(),
         target: workspace.clone(),
         writable: true,
         directory: true,
     }];
+    for path in &filesystem.write {
+        // The workspace is bound above; /tmp is the sandbox's own tmpfs.
+        if *path == workspace || path == Path::new("/tmp") {
+            continue;
+        }
+        // A grant of a path that does not exist grants nothing.
+        let Ok(source) = std::fs::canonicalize(path) else {
+            continue;
+        };
+        let directory = source.is_dir();
+        binds.push(Bind {
+            source,
+            target: path.clone(),
+            writable: true,
+            directory,
+        });
+    }
     for volume in &args.volumes {
         binds.push(parse_volume(volume)?);
     }
@@ -133,14 +259,15 @@ fn resolve(args: &RunArgs) -> Result<SandboxSettings> {
         None => workspace.clone(),
     };
 
-    let environment = environment(args)?;
-    let hidden = hidden_paths(environment.get("HOME").map(String::as_str))?;
+    let hidden = hidden_paths(&filesystem.hide)?;
 
     let identity = identity(args.user.as_deref())?;
     let skip = SkippedLayers {
-        landlock: args.dangerously_skip.contains(&SkippableLayer::Landlock),
-        seccomp: args.dangerously_skip.contains(&SkippableLayer::Seccomp),
+        landlock: policy.skips(Layer::Landlock),
+        seccomp: policy.skips(Layer::Seccomp),
+        cgroups: policy.skips(Layer::Cgroups) || default_limits_unenforceable(args, &policy),
     };
+    let limits = &policy.limits;
     Ok(SandboxSettings {
         program: args.command[0].clone(),
         arguments: args.command.clone(),
@@ -153,7 +280,64 @@ fn resolve(args: &RunArgs) -> Result<SandboxSettings> {
         hostname: args.hostname.clone(),
         identity,
         skip,
+        limits: ResourceLimits {
+            memory_bytes: Some(limits.memory.bytes()),
+            pids: Some(limits.pids.get()),
+            cpus: Some(limits.cpus.get()),
+            open_files: Some(limits.nofile.get()),
+        },
+        timeout: Some(limits.timeout.duration()),
+        seccomp_allow: policy
+            .seccomp
+            .allow
+            .iter()
+            .map(|name| name.as_str().to_owned())
+            .collect(),
     })
+}
+
+/// Whether the limits are the built-in defaults (no flag or policy file asked for them) and
+/// this user cannot create cgroups (not root, no delegation). Then the sandbox runs without
+/// them, with a warning; limits that were asked for fail closed instead.
+fn default_limits_unenforceable(args: &RunArgs, policy: &Policy) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return false;
+    }
+    let defaults = policy::Limits::default();
+    let asked = args.memory.is_some()
+        || args.pids_limit.is_some()
+        || args.cpus.is_some()
+        || policy.limits.memory != defaults.memory
+        || policy.limits.pids != defaults.pids
+        || policy.limits.cpus != defaults.cpus;
+    if asked {
+        return false;
+    }
+    let reason = match cgroup::Host::detect() {
+        Err(err) => err.to_string(),
+        Ok(host) => {
+            let unavailable = [
+                cgroup::Controller::Memory,
+                cgroup::Controller::Pids,
+                cgroup::Controller::Cpu,
+            ]
+            .into_iter()
+            .find_map(|controller| {
+                host.placement(controller)
+                    .err()
+                    .map(|reason| format!("{}: {reason}", controller.name()))
+            });
+            match unavailable {
+                Some(reason) => reason,
+                None => return false,
+            }
+        }
+    };
+    output::warn(&format!(
+        "the default resource limits are not enforced: {reason} (pass --memory, --pids-limit \
+         or --cpus to require them)"
+    ));
+    true
 }
 
 fn canonical(path: &Path, what: &str) -> Result<PathBuf> {
@@ -184,16 +368,20 @@ fn parse_volume(volume: &str) -> Result<Bind> {
     })
 }
 
-/// The command's environment: the kept host variables, then `--env-file`s, then `-e`.
-fn environment(args: &RunArgs) -> Result<BTreeMap<String, String>> {
+/// The command's environment: the host variables the policy allows, then the policy's `set`,
+/// then `--env-file`s, then `-e`.
+fn environment(args: &RunArgs, policy: &Policy) -> Result<BTreeMap<String, String>> {
     let mut environment = BTreeMap::new();
     for (name, value) in std::env::vars_os() {
         let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
             continue;
         };
-        if KEPT_VARIABLES.contains(&name) || name.starts_with("LC_") {
+        if policy.environment.allows(name) {
             environment.insert(name.to_owned(), value.to_owned());
         }
+    }
+    for (name, value) in &policy.environment.set {
+        environment.insert(name.as_str().to_owned(), value.clone());
     }
     environment
         .entry("PATH".to_owned())
@@ -231,15 +419,11 @@ fn environment(args: &RunArgs) -> Result<BTreeMap<String, String>> {
     Ok(environment)
 }
 
-/// The default hidden paths that exist, resolved (a symlinked `~/.ssh` hides its target).
-fn hidden_paths(home: Option<&str>) -> Result<Vec<HiddenPath>> {
-    let mut candidates: Vec<PathBuf> = HIDDEN_SYSTEM.iter().map(PathBuf::from).collect();
-    if let Some(home) = home.filter(|home| home.starts_with('/')) {
-        candidates.extend(HIDDEN_IN_HOME.iter().map(|name| Path::new(home).join(name)));
-    }
+/// The policy's hidden paths that exist, resolved (a symlinked `~/.ssh` hides its target).
+fn hidden_paths(candidates: &[PathBuf]) -> Result<Vec<HiddenPath>> {
     let mut hidden = Vec::new();
     for candidate in candidates {
-        let Ok(path) = std::fs::canonicalize(&candidate) else {
+        let Ok(path) = std::fs::canonicalize(candidate) else {
             // Does not exist (or a dangling symlink): nothing to hide.
             continue;
         };
