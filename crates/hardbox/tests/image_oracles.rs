@@ -79,8 +79,8 @@ fn populate(rootfs: &Path) {
 }
 
 /// Builds a two-layer image with umoci: the populated tree, then a change set with deletions
-/// (whiteouts), a replaced file and a new directory. Returns the bundle's rootfs, which is what
-/// the image must unpack to.
+/// (whiteouts), a replaced file and a new directory. Returns the layout and umoci's unpack of it,
+/// which is what hardbox must unpack the image to.
 fn umoci_image(work: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let layout = work.join("umoci-layout");
     let bundle = work.join("umoci-bundle");
@@ -126,7 +126,16 @@ fn umoci_image(work: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
             .args(["repack", "--image", &image])
             .arg(&bundle),
     );
-    (layout, rootfs)
+    // The reference is umoci's own unpack of the finished image: the layers record times rounded
+    // to the second, so the bundle's (nanosecond) times are not what any unpacker can restore.
+    let reference = work.join("umoci-reference");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image", &image])
+            .arg(&reference),
+    );
+    assert!(!rootfs.join("etc/hostname").exists());
+    (layout, reference.join("rootfs"))
 }
 
 #[test]
