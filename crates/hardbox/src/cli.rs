@@ -100,8 +100,9 @@ pub struct RunArgs {
     /// Mount an empty writable tmpfs at PATH
     #[arg(long, value_name = "PATH")]
     pub tmpfs: Vec<PathBuf>,
-    /// User to run as inside the sandbox: UID[:GID]
-    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    /// User to run as inside the sandbox: UID[:GID] (with an image, names from its /etc/passwd
+    /// and /etc/group too)
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
     pub user: Option<String>,
     /// Turn off an isolation layer (unsafe; for hosts that cannot enforce it)
     #[arg(long, value_enum, value_name = "LAYER")]
@@ -121,8 +122,11 @@ pub struct RunArgs {
     /// Kill the sandbox after this long, like 30s or 5m; exits 124 (policy limits.timeout)
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// The command and its arguments
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// With an image: no writable layer, the image's root filesystem is read-only
+    #[arg(long, conflicts_with = "host")]
+    pub read_only: bool,
+    /// The command and its arguments (with an image: replaces its Cmd; default: its Cmd)
+    #[arg(last = true, required_unless_present = "image", value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

@@ -83,7 +83,7 @@ pub enum LaunchError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("failed to prepare bind of {path}: {call}: {}", sys::errno::describe(*errno))]
+    #[error("failed to prepare mount of {path}: {call}: {}", sys::errno::describe(*errno))]
     PrepareMount {
         path: PathBuf,
         call: &'static str,
@@ -563,13 +563,21 @@ fn configure_init(plan: &LaunchPlan, init: Pid, socket: &OwnedFd) -> Result<(), 
             errno,
         })?;
         for passed in &plan.passed_mounts {
-            let mount = proc::clone_mount_tree(&passed.source).map_err(|errno| {
-                LaunchError::PrepareMount {
-                    path: passed.source.clone(),
-                    call: "open_tree",
-                    errno,
-                }
-            })?;
+            let mount = match &passed.overlay {
+                None => proc::clone_mount_tree(&passed.source).map_err(|errno| {
+                    LaunchError::PrepareMount {
+                        path: passed.source.clone(),
+                        call: "open_tree",
+                        errno,
+                    }
+                })?,
+                Some(overlay) => proc::mount_overlay(&passed.source, &overlay.upper, &overlay.work)
+                    .map_err(|errno| LaunchError::PrepareMount {
+                        path: passed.source.clone(),
+                        call: "overlay mount (fsopen/fsconfig/fsmount)",
+                        errno,
+                    })?,
+            };
             if passed.idmapped {
                 sys::linux::set_id_mapping(mount.as_fd(), user_namespace.as_fd()).map_err(
                     |errno| LaunchError::PrepareMount {

@@ -9,7 +9,8 @@
 //! 2. mount namespace: every mount private, so nothing propagates back to the host;
 //! 3. staging: a tmpfs root holding `newroot` and `oldroot`; a first `pivot_root` puts the
 //!    host's tree at `/oldroot`, so bind sources are reached there whatever is mounted later;
-//! 4. rootfs (host `/` bound read-only, recursively; or an image directory);
+//! 4. rootfs (host `/` bound read-only, recursively; an image directory bound read-only; or
+//!    an overlay of an image directory under a per-sandbox upper directory);
 //! 5. tmpfs mounts (`/tmp`, `/run` over the host's root, `--tmpfs`) first, so binds can land
 //!    inside them (a workspace under `/tmp`), then binds (workspace writable), then masks over
 //!    hidden paths;
@@ -58,6 +59,22 @@ pub enum Rootfs {
     Host,
     /// A directory on the host (an unpacked image), read-only.
     Directory(PathBuf),
+    /// An overlay: `lower` (an unpacked image, never written) under `upper`, where every write
+    /// lands; `work` is overlayfs's work directory, on the same filesystem as `upper`. As
+    /// root the parent mounts it (host credentials, `trusted.*` xattrs); rootless, init
+    /// mounts it inside the user namespace with `userxattr`.
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+}
+
+impl Rootfs {
+    /// Whether the rootfs is an image's (so `/run` and the host's hidden paths do not apply).
+    pub fn is_image(&self) -> bool {
+        !matches!(self, Rootfs::Host)
+    }
 }
 
 /// A host path made visible inside the sandbox.
@@ -188,6 +205,10 @@ pub enum PlanError {
     NulByte { what: &'static str, text: String },
     #[error("user {uid}:{gid} is outside the sandbox's id range 0..{ROOT_MODE_ID_COUNT}")]
     IdOutOfRange { uid: u32, gid: u32 },
+    #[error(
+        "overlay directory {path} contains ',', ':' or '\\', which mount options cannot carry"
+    )]
+    UnsafeOverlayPath { path: PathBuf },
     #[error("too many binds: at most {max} when running as root")]
     TooManyBinds { max: usize },
 }
@@ -322,6 +343,16 @@ impl fmt::Display for Step {
 pub struct PassedMount {
     pub source: PathBuf,
     pub idmapped: bool,
+    /// Instead of cloning `source`, mount an overlay of it (the lower directory) under
+    /// these directories.
+    pub overlay: Option<OverlayUpper>,
+}
+
+/// The writable half of an overlay the parent mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverlayUpper {
+    pub upper: PathBuf,
+    pub work: PathBuf,
 }
 
 /// What the parent writes to `/proc/PID/{setgroups,uid_map,gid_map}`.
@@ -411,8 +442,22 @@ fn validate(settings: &SandboxSettings) -> Result<(), PlanError> {
         check_no_nul("an environment value", OsStr::new(value))?;
     }
     require_absolute("working directory", &settings.working_directory)?;
-    if let Rootfs::Directory(directory) = &settings.rootfs {
-        require_absolute("rootfs directory", directory)?;
+    match &settings.rootfs {
+        Rootfs::Host => {}
+        Rootfs::Directory(directory) => require_absolute("rootfs directory", directory)?,
+        Rootfs::Overlay { lower, upper, work } => {
+            for path in [lower, upper, work] {
+                require_absolute("overlay directory", path)?;
+                if path
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .iter()
+                    .any(|b| matches!(b, b',' | b':' | b'\\'))
+                {
+                    return Err(PlanError::UnsafeOverlayPath { path: path.clone() });
+                }
+            }
+        }
     }
     for bind in &settings.binds {
         require_absolute("bind source", &bind.source)?;
@@ -443,9 +488,10 @@ fn validate(settings: &SandboxSettings) -> Result<(), PlanError> {
         if uid >= ROOT_MODE_ID_COUNT || gid >= ROOT_MODE_ID_COUNT {
             return Err(PlanError::IdOutOfRange { uid, gid });
         }
-        if settings.binds.len() > sys::process::MAX_DESCRIPTORS {
+        let rootfs_mounts = usize::from(settings.rootfs.is_image());
+        if settings.binds.len() + rootfs_mounts > sys::process::MAX_DESCRIPTORS {
             return Err(PlanError::TooManyBinds {
-                max: sys::process::MAX_DESCRIPTORS,
+                max: sys::process::MAX_DESCRIPTORS - rootfs_mounts,
             });
         }
     }
@@ -561,20 +607,76 @@ impl LaunchPlan {
         });
         setup.push(Step::ChangeDirectory { path: "/".into() });
 
-        // 4. rootfs, read-only with its submounts.
-        let rootfs_source = match &settings.rootfs {
-            Rootfs::Host => PathBuf::from(OLD_ROOT),
-            Rootfs::Directory(directory) => under(OLD_ROOT, directory),
-        };
-        setup.push(Step::BindMount {
-            source: rootfs_source,
-            target: NEW_ROOT.into(),
-        });
+        // 4. rootfs: the host's or an image's read-only with its submounts, or an overlay.
+        // As root, image directories come from the parent: init's ids (the sandbox's range)
+        // may not even traverse the store's parents.
+        match &settings.rootfs {
+            Rootfs::Host => setup.push(Step::BindMount {
+                source: OLD_ROOT.into(),
+                target: NEW_ROOT.into(),
+            }),
+            Rootfs::Directory(directory) if root_mode => {
+                setup.push(Step::AttachMount {
+                    index: passed_mounts.len(),
+                    source: directory.clone(),
+                    target: NEW_ROOT.into(),
+                });
+                passed_mounts.push(PassedMount {
+                    source: directory.clone(),
+                    idmapped: false,
+                    overlay: None,
+                });
+            }
+            Rootfs::Directory(directory) => setup.push(Step::BindMount {
+                source: under(OLD_ROOT, directory),
+                target: NEW_ROOT.into(),
+            }),
+            Rootfs::Overlay { lower, upper, work } if root_mode => {
+                setup.push(Step::AttachMount {
+                    index: passed_mounts.len(),
+                    source: lower.clone(),
+                    target: NEW_ROOT.into(),
+                });
+                passed_mounts.push(PassedMount {
+                    source: lower.clone(),
+                    idmapped: false,
+                    overlay: Some(OverlayUpper {
+                        upper: upper.clone(),
+                        work: work.clone(),
+                    }),
+                });
+            }
+            Rootfs::Overlay { lower, upper, work } => setup.push(Step::MountFilesystem {
+                filesystem: Filesystem::Overlay,
+                target: NEW_ROOT.into(),
+                attributes: MountAttributes::WRITABLE,
+                // Inside a user namespace overlayfs may not write `trusted.*` xattrs.
+                options: format!(
+                    "lowerdir={},upperdir={},workdir={},userxattr",
+                    under(OLD_ROOT, lower).display(),
+                    under(OLD_ROOT, upper).display(),
+                    under(OLD_ROOT, work).display()
+                ),
+            }),
+        }
         setup.push(Step::SetMountAttributes {
             target: NEW_ROOT.into(),
-            attributes: MountAttributes::READ_ONLY,
+            attributes: if matches!(settings.rootfs, Rootfs::Overlay { .. }) {
+                MountAttributes::WRITABLE
+            } else {
+                MountAttributes::READ_ONLY
+            },
             recursive: true,
         });
+        if matches!(settings.rootfs, Rootfs::Overlay { .. })
+            && settings.working_directory != Path::new("/")
+        {
+            // An image's WorkingDir need not exist in its layers; in the sandbox's own upper.
+            setup.push(Step::MakeMountPoint {
+                path: under(NEW_ROOT, &settings.working_directory),
+                directory: true,
+            });
+        }
 
         // 5. tmpfs mounts (first, so binds may land in them), binds, masks.
         let mut tmpfs_paths: Vec<PathBuf> = Vec::new();
@@ -612,6 +714,7 @@ impl LaunchPlan {
                 passed_mounts.push(PassedMount {
                     source: bind.source.clone(),
                     idmapped: bind.writable,
+                    overlay: None,
                 });
             } else {
                 setup.push(Step::BindMount {
@@ -846,6 +949,10 @@ fn landlock_rules(settings: &SandboxSettings, tmpfs_paths: &[PathBuf]) -> Landlo
         .map(|bind| bind.target.clone())
         .collect();
     write_directories.extend(tmpfs_paths.iter().cloned());
+    if matches!(settings.rootfs, Rootfs::Overlay { .. }) {
+        // The overlay's upper directory is the sandbox's own, discarded with it.
+        write_directories.push("/".into());
+    }
     write_directories.push("/dev/shm".into());
     write_directories.push("/dev/pts".into());
     LandlockRules {
@@ -951,7 +1058,8 @@ pub(crate) mod tests {
             plan.passed_mounts,
             [PassedMount {
                 source: "/work/project".into(),
-                idmapped: true
+                idmapped: true,
+                overlay: None,
             }]
         );
         // init becomes the sandbox's root before creating anything; the command switches to

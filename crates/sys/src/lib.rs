@@ -64,6 +64,8 @@ pub enum Filesystem {
     Proc,
     Sysfs,
     Devpts,
+    /// overlayfs: a writable upper directory over read-only lower ones.
+    Overlay,
 }
 
 impl Filesystem {
@@ -74,6 +76,7 @@ impl Filesystem {
             Filesystem::Proc => "proc",
             Filesystem::Sysfs => "sysfs",
             Filesystem::Devpts => "devpts",
+            Filesystem::Overlay => "overlay",
         }
     }
 }

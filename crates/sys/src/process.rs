@@ -445,6 +445,25 @@ pub fn clone_mount_tree(path: &Path) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// A detached overlay mount (`fsopen("overlay")`, `fsconfig`, `fsmount`) of `lower` (read-only)
+/// under `upper`, with `work` as overlayfs's work directory (on the same filesystem as
+/// `upper`), ready to be attached elsewhere, even in another mount namespace. Made by the
+/// caller's credentials: as host root, overlayfs keeps its metadata in `trusted.*` xattrs.
+/// Needs `CAP_SYS_ADMIN`.
+pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path) -> Result<OwnedFd, Errno> {
+    let context = rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)?;
+    rustix::mount::fsconfig_set_string(&context, "lowerdir", lower)?;
+    rustix::mount::fsconfig_set_string(&context, "upperdir", upper)?;
+    rustix::mount::fsconfig_set_string(&context, "workdir", work)?;
+    rustix::mount::fsconfig_create(&context)?;
+    rustix::mount::fsmount(
+        &context,
+        rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC,
+        rustix::mount::MountAttrFlags::MOUNT_ATTR_NOSUID
+            | rustix::mount::MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+}
+
 /// The most descriptors [`send_descriptors`] sends in one message.
 pub const MAX_DESCRIPTORS: usize = 16;
 

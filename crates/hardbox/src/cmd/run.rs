@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use policy::{Layer, NetworkMode, PathVariables, Policy, PolicyOverrides};
 use sandbox::{
-    Bind, ExitStatus, HiddenKind, HiddenPath, Identity, LaunchError, LaunchPlan, ResourceLimits,
-    Rootfs, SandboxSettings, SkippedLayers,
+    Bind, CacheOwnership, ExitStatus, HiddenKind, HiddenPath, Identity, ImageRootfs, LaunchError,
+    LaunchPlan, ResourceLimits, Rootfs, RootfsError, SandboxSettings, Scratch, SkippedLayers,
 };
 
 use crate::cli::{RunArgs, SkippableLayer};
@@ -17,8 +17,21 @@ use crate::{exit, output};
 
 const HINT_DOCTOR: &str = "run 'hardbox doctor' to see which layers this host can enforce";
 
-pub fn run(_root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
-    let settings = match resolve(&args) {
+pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
+    // With an image, the sandbox's upper directory lives until the command ends (`--rm`).
+    let image = match args
+        .image
+        .as_deref()
+        .map(|image| prepare_image(root, image, &args))
+    {
+        None => None,
+        Some(Ok(image)) => Some(image),
+        Some(Err(err)) => {
+            output::error(&err);
+            return Ok(exit::LAUNCH_FAILED);
+        }
+    };
+    let settings = match resolve(&args, image.as_ref()) {
         Ok(settings) => settings,
         Err(err) => {
             output::error(&err);
@@ -189,12 +202,44 @@ pub fn effective_policy(args: &RunArgs) -> Result<Policy> {
         .context("invalid policy after applying the command line")
 }
 
+/// An image's cached root filesystem and, unless `--read-only`, the sandbox's own upper
+/// directory over it.
+struct PreparedImage {
+    rootfs: ImageRootfs,
+    scratch: Option<Scratch>,
+}
+
+const HINT_IMAGES: &str =
+    "run 'hardbox image ls' to see the images in the store, or 'hardbox image import' to add one";
+
+fn prepare_image(root: Option<PathBuf>, reference: &str, args: &RunArgs) -> Result<PreparedImage> {
+    let root = crate::settings::store_root(root)?;
+    let store = oci::Store::open(&root)
+        .with_context(|| format!("failed to open the store {}", root.display()))?;
+    let euid = rustix::process::geteuid();
+    let ownership = if euid.is_root() {
+        CacheOwnership::Shifted
+    } else {
+        CacheOwnership::Caller { uid: euid.as_raw() }
+    };
+    let rootfs = match sandbox::rootfs::prepare(&store, reference, ownership) {
+        Ok(rootfs) => rootfs,
+        Err(RootfsError::Resolve(err @ oci::ResolveError::NotFound { .. })) => {
+            return Err(output::hinted(err.to_string(), HINT_IMAGES));
+        }
+        Err(err) => return Err(anyhow!(err)),
+    };
+    let scratch = if args.read_only {
+        None
+    } else {
+        Some(Scratch::create(&rootfs)?)
+    };
+    Ok(PreparedImage { rootfs, scratch })
+}
+
 /// Resolves the command line and policy: paths made absolute and free of symlinks, defaults
 /// applied.
-fn resolve(args: &RunArgs) -> Result<SandboxSettings> {
-    if args.image.is_some() {
-        bail!("running an image is not supported yet; use --host");
-    }
+fn resolve(args: &RunArgs, image: Option<&PreparedImage>) -> Result<SandboxSettings> {
     let policy = effective_policy(args)?;
     if policy.skips(Layer::Userns) {
         bail!("the user namespace cannot be skipped: the process sandbox is built on it");
@@ -205,12 +250,15 @@ fn resolve(args: &RunArgs) -> Result<SandboxSettings> {
             policy.network.mode
         );
     }
+    if let Some(image) = image {
+        return resolve_image(args, &policy, image);
+    }
     let workspace = match &args.workspace {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("failed to read the current directory")?,
     };
     let workspace = canonical(&workspace, "workspace")?;
-    let environment = environment(args, &policy)?;
+    let environment = environment(args, &policy, &[])?;
     // `~` is the sandbox's HOME, so `-e HOME=...` moves what is hidden with it.
     let home = environment
         .get("HOME")
@@ -262,12 +310,7 @@ fn resolve(args: &RunArgs) -> Result<SandboxSettings> {
     let hidden = hidden_paths(&filesystem.hide)?;
 
     let identity = identity(args.user.as_deref())?;
-    let skip = SkippedLayers {
-        landlock: policy.skips(Layer::Landlock),
-        seccomp: policy.skips(Layer::Seccomp),
-        cgroups: policy.skips(Layer::Cgroups) || default_limits_unenforceable(args, &policy),
-    };
-    let limits = &policy.limits;
+    let skip = skipped_layers(args, &policy);
     Ok(SandboxSettings {
         program: args.command[0].clone(),
         arguments: args.command.clone(),
@@ -280,20 +323,202 @@ fn resolve(args: &RunArgs) -> Result<SandboxSettings> {
         hostname: args.hostname.clone(),
         identity,
         skip,
-        limits: ResourceLimits {
-            memory_bytes: Some(limits.memory.bytes()),
-            pids: Some(limits.pids.get()),
-            cpus: Some(limits.cpus.get()),
-            open_files: Some(limits.nofile.get()),
-        },
-        timeout: Some(limits.timeout.duration()),
-        seccomp_allow: policy
-            .seccomp
-            .allow
-            .iter()
-            .map(|name| name.as_str().to_owned())
-            .collect(),
+        limits: resource_limits(&policy),
+        timeout: Some(policy.limits.timeout.duration()),
+        seccomp_allow: seccomp_allow(&policy),
     })
+}
+
+fn skipped_layers(args: &RunArgs, policy: &Policy) -> SkippedLayers {
+    SkippedLayers {
+        landlock: policy.skips(Layer::Landlock),
+        seccomp: policy.skips(Layer::Seccomp),
+        cgroups: policy.skips(Layer::Cgroups) || default_limits_unenforceable(args, policy),
+    }
+}
+
+fn resource_limits(policy: &Policy) -> ResourceLimits {
+    let limits = &policy.limits;
+    ResourceLimits {
+        memory_bytes: Some(limits.memory.bytes()),
+        pids: Some(limits.pids.get()),
+        cpus: Some(limits.cpus.get()),
+        open_files: Some(limits.nofile.get()),
+    }
+}
+
+fn seccomp_allow(policy: &Policy) -> Vec<String> {
+    policy
+        .seccomp
+        .allow
+        .iter()
+        .map(|name| name.as_str().to_owned())
+        .collect()
+}
+
+/// Image mode: the image's root filesystem (an overlay, or read-only), its config's Env,
+/// Entrypoint, Cmd, WorkingDir and User as defaults under the flags. The host's paths are not
+/// visible: only `--workspace` and `-v` bind them.
+fn resolve_image(
+    args: &RunArgs,
+    policy: &Policy,
+    image: &PreparedImage,
+) -> Result<SandboxSettings> {
+    let config = &image.rootfs.config;
+    let image_env = config.env.clone().unwrap_or_default();
+    let environment = environment(args, policy, &image_env)?;
+    let mut arguments = config.entrypoint.clone().unwrap_or_default();
+    if args.command.is_empty() {
+        arguments.extend(config.cmd.clone().unwrap_or_default());
+    } else {
+        arguments.extend(args.command.iter().cloned());
+    }
+    let Some(program) = arguments.first().cloned() else {
+        bail!(
+            "image {} has no Entrypoint or Cmd: give the command after '--'",
+            args.image.as_deref().unwrap_or_default()
+        );
+    };
+    let image_workdir = config
+        .working_dir
+        .as_deref()
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    let image_workdir = if image_workdir.is_absolute() {
+        image_workdir
+    } else {
+        Path::new("/").join(image_workdir)
+    };
+    let mut binds = Vec::new();
+    if let Some(workspace) = &args.workspace {
+        let workspace = canonical(workspace, "workspace")?;
+        binds.push(Bind {
+            source: workspace.clone(),
+            target: workspace,
+            writable: true,
+            directory: true,
+        });
+    }
+    for volume in &args.volumes {
+        binds.push(parse_volume(volume)?);
+    }
+    let working_directory = match &args.workdir {
+        Some(dir) => image_workdir.join(dir),
+        None => image_workdir,
+    };
+    let home = environment
+        .get("HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.is_absolute());
+    // Hidden host paths matter only where a bind shows the host.
+    let hidden = if binds.is_empty() {
+        Vec::new()
+    } else {
+        let workspace = match binds.first() {
+            Some(bind) if args.workspace.is_some() => bind.source.clone(),
+            _ => std::env::current_dir().context("failed to read the current directory")?,
+        };
+        let filesystem = policy
+            .filesystem
+            .expand(PathVariables {
+                home: home.as_deref(),
+                workspace: Some(&workspace),
+            })
+            .context("invalid policy paths")?;
+        hidden_paths(&filesystem.hide)?
+    };
+    let user = args
+        .user
+        .clone()
+        .or_else(|| config.user.clone().filter(|user| !user.is_empty()));
+    let user = match user {
+        None => None,
+        Some(user) => Some(image_user(&image.rootfs.directory, &user)?),
+    };
+    let identity = identity(user.as_deref())?;
+    let rootfs = match &image.scratch {
+        None => Rootfs::Directory(image.rootfs.directory.clone()),
+        Some(scratch) => Rootfs::Overlay {
+            lower: image.rootfs.directory.clone(),
+            upper: scratch.upper.clone(),
+            work: scratch.work.clone(),
+        },
+    };
+    Ok(SandboxSettings {
+        program,
+        arguments,
+        environment: environment.into_iter().collect(),
+        working_directory,
+        rootfs,
+        binds,
+        hidden,
+        tmpfs: args.tmpfs.clone(),
+        hostname: args.hostname.clone(),
+        identity,
+        skip: skipped_layers(args, policy),
+        limits: resource_limits(policy),
+        timeout: Some(policy.limits.timeout.duration()),
+        seccomp_allow: seccomp_allow(policy),
+    })
+}
+
+/// `USER[:GROUP]` with names looked up in the image's `/etc/passwd` and `/etc/group`, as
+/// `UID:GID`. A user without a group gets the passwd entry's group (or its own id).
+fn image_user(rootfs: &Path, user: &str) -> Result<String> {
+    let (name, group) = match user.split_once(':') {
+        Some((name, group)) => (name, Some(group)),
+        None => (user, None),
+    };
+    let passwd = read_image_file(rootfs, "etc/passwd");
+    let entry = passwd.as_deref().and_then(|text| {
+        text.lines()
+            .map(|line| line.split(':').collect::<Vec<_>>())
+            .find(|fields| {
+                fields.len() >= 4
+                    && (fields[0] == name || (name.parse::<u32>().is_ok() && fields[2] == name))
+            })
+            .map(|fields| (fields[2].to_owned(), fields[3].to_owned()))
+    });
+    let uid = match name.parse::<u32>() {
+        Ok(uid) => uid.to_string(),
+        Err(_) => match &entry {
+            Some((uid, _)) => uid.clone(),
+            None => bail!(
+                "invalid user {user:?}: no user {name:?} in the image's /etc/passwd; give a numeric UID[:GID]"
+            ),
+        },
+    };
+    let gid = match group {
+        Some(group) if group.parse::<u32>().is_ok() => group.to_owned(),
+        Some(group) => {
+            let groups = read_image_file(rootfs, "etc/group");
+            let found = groups.as_deref().and_then(|text| {
+                text.lines()
+                    .map(|line| line.split(':').collect::<Vec<_>>())
+                    .find(|fields| fields.len() >= 3 && fields[0] == group)
+                    .map(|fields| fields[2].to_owned())
+            });
+            match found {
+                Some(gid) => gid,
+                None => bail!(
+                    "invalid user {user:?}: no group {group:?} in the image's /etc/group; give a numeric GID"
+                ),
+            }
+        }
+        None => entry.map_or_else(|| uid.clone(), |(_, gid)| gid),
+    };
+    Ok(format!("{uid}:{gid}"))
+}
+
+/// A file of the image's root filesystem, if it is a regular file (a symlink in an image may
+/// point anywhere on the host).
+fn read_image_file(rootfs: &Path, relative: &str) -> Option<String> {
+    let path = rootfs.join(relative);
+    let metadata = std::fs::symlink_metadata(&path).ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
 }
 
 /// Whether the limits are the built-in defaults (no flag or policy file asked for them) and
@@ -368,17 +593,31 @@ fn parse_volume(volume: &str) -> Result<Bind> {
     })
 }
 
-/// The command's environment: the host variables the policy allows, then the policy's `set`,
-/// then `--env-file`s, then `-e`.
-fn environment(args: &RunArgs, policy: &Policy) -> Result<BTreeMap<String, String>> {
+/// The command's environment: the host variables the policy allows, then the image's `Env`
+/// (`KEY=VALUE` strings; the host's `PATH` is not the image's), then the policy's `set`, then
+/// `--env-file`s, then `-e`.
+fn environment(
+    args: &RunArgs,
+    policy: &Policy,
+    image_env: &[String],
+) -> Result<BTreeMap<String, String>> {
     let mut environment = BTreeMap::new();
     for (name, value) in std::env::vars_os() {
         let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
             continue;
         };
+        if args.image.is_some() && name == "PATH" {
+            continue;
+        }
         if policy.environment.allows(name) {
             environment.insert(name.to_owned(), value.to_owned());
         }
+    }
+    for variable in image_env {
+        match variable.split_once('=') {
+            Some((name, value)) => environment.insert(name.to_owned(), value.to_owned()),
+            None => environment.insert(variable.clone(), String::new()),
+        };
     }
     for (name, value) in &policy.environment.set {
         environment.insert(name.as_str().to_owned(), value.clone());
