@@ -1290,4 +1290,123 @@ pub(crate) mod tests {
         };
         assert_eq!(step.to_string(), "bind /dev/null to /dev/null");
     }
+
+    fn image_settings(identity: Identity, rootfs: Rootfs) -> SandboxSettings {
+        let mut settings = settings(identity);
+        settings.rootfs = rootfs;
+        settings.binds.clear();
+        settings.working_directory = "/srv/app".into();
+        settings
+    }
+
+    fn overlay() -> Rootfs {
+        Rootfs::Overlay {
+            lower: "/store/rootfs/abc-1000000000".into(),
+            upper: "/store/rootfs/.sandbox-1/upper".into(),
+            work: "/store/rootfs/.sandbox-1/work".into(),
+        }
+    }
+
+    #[test]
+    fn as_root_the_parent_mounts_the_image_overlay_and_init_attaches_it() {
+        let plan = plan(image_settings(Identity::Root { uid: 0, gid: 0 }, overlay()));
+        assert_eq!(
+            plan.passed_mounts,
+            [PassedMount {
+                source: "/store/rootfs/abc-1000000000".into(),
+                idmapped: false,
+                overlay: Some(OverlayUpper {
+                    upper: "/store/rootfs/.sandbox-1/upper".into(),
+                    work: "/store/rootfs/.sandbox-1/work".into(),
+                }),
+            }]
+        );
+        let attach = plan
+            .setup
+            .iter()
+            .position(|step| {
+                *step
+                    == Step::AttachMount {
+                        index: 0,
+                        source: "/store/rootfs/abc-1000000000".into(),
+                        target: NEW_ROOT.into(),
+                    }
+            })
+            .unwrap_or_else(|| panic!("overlay not attached: {:?}", plan.setup));
+        assert_eq!(
+            plan.setup[attach + 1],
+            Step::SetMountAttributes {
+                target: NEW_ROOT.into(),
+                attributes: MountAttributes::WRITABLE,
+                recursive: true,
+            }
+        );
+        // The working directory is created in the sandbox's upper; no host /run.
+        assert!(plan.setup.contains(&Step::MakeMountPoint {
+            path: "/newroot/srv/app".into(),
+            directory: true,
+        }));
+        assert!(!plan.setup.iter().any(|step| matches!(
+            step,
+            Step::MountFilesystem { target, .. } if target == Path::new("/newroot/run")
+        )));
+        assert!(plan
+            .landlock
+            .write_directories
+            .contains(&PathBuf::from("/")));
+    }
+
+    #[test]
+    fn rootless_init_mounts_the_image_overlay_with_userxattr() {
+        let plan = plan(image_settings(ROOTLESS, overlay()));
+        assert!(plan.passed_mounts.is_empty());
+        assert!(plan.setup.contains(&Step::MountFilesystem {
+            filesystem: Filesystem::Overlay,
+            target: NEW_ROOT.into(),
+            attributes: MountAttributes::WRITABLE,
+            options: "lowerdir=/oldroot/store/rootfs/abc-1000000000,\
+                      upperdir=/oldroot/store/rootfs/.sandbox-1/upper,\
+                      workdir=/oldroot/store/rootfs/.sandbox-1/work,userxattr"
+                .into(),
+        }));
+    }
+
+    #[test]
+    fn a_read_only_image_is_bound_read_only_and_not_writable_under_landlock() {
+        let directory = Rootfs::Directory("/store/rootfs/abc-1000000000".into());
+        let plan = plan(image_settings(Identity::Root { uid: 0, gid: 0 }, directory));
+        assert_eq!(
+            plan.passed_mounts,
+            [PassedMount {
+                source: "/store/rootfs/abc-1000000000".into(),
+                idmapped: false,
+                overlay: None,
+            }]
+        );
+        assert!(plan.setup.contains(&Step::SetMountAttributes {
+            target: NEW_ROOT.into(),
+            attributes: MountAttributes::READ_ONLY,
+            recursive: true,
+        }));
+        assert!(!plan
+            .landlock
+            .write_directories
+            .contains(&PathBuf::from("/")));
+    }
+
+    #[test]
+    fn overlay_paths_mount_options_cannot_carry_are_refused() {
+        check_invalid(
+            |settings| {
+                settings.rootfs = Rootfs::Overlay {
+                    lower: "/store/a:b".into(),
+                    upper: "/store/upper".into(),
+                    work: "/store/work".into(),
+                }
+            },
+            PlanError::UnsafeOverlayPath {
+                path: "/store/a:b".into(),
+            },
+        );
+    }
 }
