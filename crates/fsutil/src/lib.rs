@@ -132,6 +132,15 @@ impl Drop for AtomicFile {
     }
 }
 
+fn open_lock_file(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 /// How a [`Lock`] is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
@@ -150,12 +159,7 @@ pub struct Lock {
 impl Lock {
     /// Blocks until the lock on `path` (created if missing) is held in `mode`.
     pub fn acquire(path: &Path, mode: LockMode) -> io::Result<Lock> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_lock_file(path)?;
         let op = match mode {
             LockMode::Shared => FlockOperation::LockShared,
             LockMode::Exclusive => FlockOperation::LockExclusive,
@@ -171,12 +175,7 @@ impl Lock {
 
     /// Takes the lock only if it is free right now.
     pub fn try_acquire(path: &Path, mode: LockMode) -> io::Result<Option<Lock>> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_lock_file(path)?;
         let op = match mode {
             LockMode::Shared => FlockOperation::NonBlockingLockShared,
             LockMode::Exclusive => FlockOperation::NonBlockingLockExclusive,
