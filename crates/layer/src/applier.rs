@@ -8,12 +8,12 @@
 //! Limits are checked before data is written; the blob is read to its end so both digests cover
 //! all of it.
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rustix::fs::{
@@ -22,15 +22,13 @@ use rustix::fs::{
 use rustix::io::Errno;
 use types::{Digest, Sha256Writer};
 
+use crate::chunks::{self, ChunkReader, ChunkSink};
 use crate::error::LayerError;
 use crate::names::{self, EntryPath, NameProblem, WhiteoutKind};
 use crate::tarstream::{EntryHeader, Kind, TarError, TarReader, Time};
 use crate::tree;
 use crate::{Compression, Devices, LayerStats, Options, Ownership, Warning, Whiteouts};
 
-/// Size of the buffer the uncompressed tar stream is read through; file data is written from it
-/// directly.
-const BUFFER: usize = 1 << 20;
 /// Parent directory descriptors kept between entries.
 const MAX_CACHED_PARENTS: usize = 256;
 const OWNER_XATTR: &str = "user.hardbox.owner";
@@ -66,11 +64,11 @@ pub struct Applier {
 struct HashingReader<'a, R> {
     inner: R,
     hasher: Option<Sha256Writer>,
-    failed: &'a Cell<bool>,
+    failed: &'a AtomicBool,
 }
 
 impl<'a, R: Read> HashingReader<'a, R> {
-    fn new(inner: R, hash: bool, failed: &'a Cell<bool>) -> Self {
+    fn new(inner: R, hash: bool, failed: &'a AtomicBool) -> Self {
         HashingReader {
             inner,
             hasher: hash.then(Sha256Writer::new),
@@ -94,7 +92,7 @@ impl<R: Read> Read for HashingReader<'_, R> {
             }
             Err(e) => {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    self.failed.set(true);
+                    self.failed.store(true, Ordering::Relaxed);
                 }
                 Err(e)
             }
@@ -154,14 +152,18 @@ impl Applier {
     /// Applies one layer read from `blob`. `layer` is used to name the layer in errors and
     /// warnings; the whole of `blob` is read (so [`LayerStats::digest`] covers all of it).
     /// On error the root is left partly applied; callers apply into a staging directory.
+    ///
+    /// The blob is read, hashed and decompressed on a second thread while this one applies
+    /// entries ([`crate::chunks`]); an uncompressed blob is hashed once, its digest being its
+    /// diff_id.
     pub fn apply(
         &mut self,
-        blob: &mut dyn Read,
+        blob: &mut (dyn Read + Send),
         layer: &Digest,
         compression: Compression,
     ) -> Result<LayerStats, LayerError> {
-        let blob_failed = Cell::new(false);
-        let mut raw = HashingReader::new(blob, true, &blob_failed);
+        let blob_failed = AtomicBool::new(false);
+        let (sink, reader) = chunks::channel(true);
         let mut run = LayerRun {
             applier: self,
             layer,
@@ -174,20 +176,22 @@ impl Applier {
             bytes: 0,
             last_entry: String::new(),
         };
-        let diff_id = match compression {
-            Compression::None => run.apply_stream(&mut raw, false)?,
-            Compression::Gzip => {
-                run.apply_stream(flate2::read::MultiGzDecoder::new(&mut raw), true)?
-            }
-            Compression::Zstd => {
-                let decoder = zstd::stream::read::Decoder::new(&mut raw)
-                    .map_err(|source| run.read_error(source))?;
-                run.apply_stream(decoder, true)?
-            }
-        };
-        io::copy(&mut raw, &mut io::sink()).map_err(|source| LayerError::ReadBlob {
+        let (applied, produced) = std::thread::scope(|scope| {
+            let producer = std::thread::Builder::new()
+                .name("hardbox-layer-read".to_owned())
+                .spawn_scoped(scope, || produce(blob, compression, sink, &blob_failed));
+            let producer = match producer {
+                Ok(producer) => producer,
+                Err(source) => return (Err(run.read_error(source)), None),
+            };
+            // `reader` is dropped when this returns, which stops the producer on an error.
+            let applied = run.apply_stream(reader);
+            (applied, producer.join().ok().flatten())
+        });
+        applied?;
+        let (digest, diff_id) = produced.ok_or_else(|| LayerError::ReadBlob {
             layer: layer.clone(),
-            source,
+            source: io::Error::other("the thread reading the layer stopped before its end"),
         })?;
         let LayerRun {
             warnings,
@@ -195,9 +199,8 @@ impl Applier {
             bytes,
             ..
         } = run;
-        let digest = raw.digest().unwrap_or_else(|| Digest::of(b""));
         Ok(LayerStats {
-            diff_id: diff_id.unwrap_or_else(|| digest.clone()),
+            diff_id,
             digest,
             entries,
             bytes,
@@ -249,12 +252,47 @@ impl Applier {
     }
 }
 
+/// The producer thread of [`Applier::apply`]: reads the blob to its end, decompresses it and
+/// sends the tar stream on. Returns the blob's digest and the tar stream's (its diff_id) when the
+/// whole blob was read; a failure is forwarded to the reader side, which reports it.
+fn produce(
+    blob: &mut (dyn Read + Send),
+    compression: Compression,
+    mut sink: ChunkSink,
+    blob_failed: &AtomicBool,
+) -> Option<(Digest, Digest)> {
+    // The sink hashes the tar stream; for an uncompressed blob that is the blob itself.
+    let mut raw = HashingReader::new(blob, compression != Compression::None, blob_failed);
+    let sent = match compression {
+        Compression::None => sink.pump(&mut raw),
+        Compression::Gzip => sink.pump(&mut flate2::read::MultiGzDecoder::new(&mut raw)),
+        Compression::Zstd => match zstd::stream::read::Decoder::new(&mut raw) {
+            Ok(mut decoder) => sink.pump(&mut decoder),
+            Err(error) => {
+                sink.fail(error);
+                false
+            }
+        },
+    };
+    if !sent {
+        return None;
+    }
+    // Bytes after the end of the compressed stream are part of the blob's digest.
+    if let Err(error) = io::copy(&mut raw, &mut io::sink()) {
+        sink.fail(error);
+        return None;
+    }
+    let (diff_id, _) = sink.finish()?;
+    let digest = raw.digest().unwrap_or_else(|| diff_id.clone());
+    Some((digest, diff_id))
+}
+
 /// State of applying one layer.
 struct LayerRun<'a> {
     applier: &'a mut Applier,
     layer: &'a Digest,
     compression: Compression,
-    blob_failed: &'a Cell<bool>,
+    blob_failed: &'a AtomicBool,
     /// Paths the current layer created (for opaque whiteouts and same-layer whiteouts).
     created: HashSet<Vec<u8>>,
     /// `created` plus all their ancestors.
@@ -280,11 +318,13 @@ impl LayerRun<'_> {
 
     fn read_error(&self, source: io::Error) -> LayerError {
         match self.compression_name() {
-            Some(compression) if !self.blob_failed.get() => LayerError::CorruptStream {
-                layer: self.layer(),
-                compression,
-                source,
-            },
+            Some(compression) if !self.blob_failed.load(Ordering::Relaxed) => {
+                LayerError::CorruptStream {
+                    layer: self.layer(),
+                    compression,
+                    source,
+                }
+            }
             _ => LayerError::ReadBlob {
                 layer: self.layer(),
                 source,
@@ -348,16 +388,9 @@ impl LayerRun<'_> {
         });
     }
 
-    /// Reads the (decompressed) tar stream to its end, applying entries; returns the digest of
-    /// the stream when `hash` (the caller hashes an uncompressed blob itself).
-    fn apply_stream<D: Read>(
-        &mut self,
-        decoded: D,
-        hash: bool,
-    ) -> Result<Option<Digest>, LayerError> {
-        let decoder_failed = Cell::new(false);
-        let hashing = HashingReader::new(decoded, hash, &decoder_failed);
-        let mut tar = TarReader::new(BufReader::with_capacity(BUFFER, hashing));
+    /// Reads the (decompressed) tar stream to its end, applying entries.
+    fn apply_stream(&mut self, decoded: ChunkReader) -> Result<(), LayerError> {
+        let mut tar = TarReader::new(decoded);
         loop {
             let header = match tar.next_header() {
                 Ok(Some(header)) => header,
@@ -379,7 +412,7 @@ impl LayerRun<'_> {
                 limit: MAX_TRAILING,
             });
         }
-        Ok(rest.into_inner().digest())
+        Ok(())
     }
 
     fn count_entry(&mut self, entry: &str) -> Result<(), LayerError> {

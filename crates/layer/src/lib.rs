@@ -9,6 +9,7 @@
 //! overlayfs form (one directory per layer).
 
 mod applier;
+pub mod chunks;
 mod error;
 mod names;
 mod tarstream;
