@@ -13,8 +13,9 @@
 //! ([`ChunkSink::fail`]), and one that disappears without either (a panic) reads as an error, never
 //! as a clean end of stream.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
 
 use types::{Digest, Sha256Writer};
 
@@ -211,6 +212,71 @@ impl Read for ChunkReader {
     }
 }
 
+/// A filled chunk shared, read-only, by the writing thread and the hashing thread.
+type Shared = Arc<(Vec<u8>, usize)>;
+
+/// Copies `reader` to `writer` while another thread hashes the same chunks, returning the digest
+/// and length of what was copied. Each chunk is read once into an immutable shared buffer that is
+/// both written and hashed, so the bytes written are exactly the bytes hashed; at most [`POOL`]
+/// chunks exist at once. Used where writing is cheaper than hashing (storing a blob).
+pub fn copy_hashed(reader: &mut dyn Read, writer: &mut dyn Write) -> io::Result<(Digest, u64)> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<Shared>(POOL + 1);
+    let (done_tx, done_rx) = mpsc::channel::<Shared>();
+    let hasher = std::thread::Builder::new()
+        .name("hardbox-hash".to_owned())
+        .spawn(move || {
+            let mut hasher = Sha256Writer::new();
+            for chunk in full_rx {
+                hasher.update(&chunk.0[..chunk.1]);
+                // The copying side may be gone already; the chunk is then dropped.
+                let _ = done_tx.send(chunk);
+            }
+            let (digest, len, _) = hasher.finish();
+            (digest, len)
+        })?;
+    let hasher_gone = || io::Error::other("the thread hashing the stream stopped");
+    let mut allocated = 0;
+    loop {
+        let mut buffer = match done_rx.try_recv() {
+            Ok(chunk) => Arc::try_unwrap(chunk).map(|(buffer, _)| buffer).ok(),
+            Err(_) => None,
+        };
+        if buffer.is_none() && allocated >= POOL {
+            let chunk = done_rx.recv().map_err(|_| hasher_gone())?;
+            buffer = Arc::try_unwrap(chunk).map(|(buffer, _)| buffer).ok();
+        }
+        let mut buffer = match buffer {
+            Some(buffer) => buffer,
+            None => {
+                allocated += 1;
+                vec![0; CHUNK]
+            }
+        };
+        let mut len = 0;
+        while len < CHUNK {
+            match reader.read(&mut buffer[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if len == 0 {
+            break;
+        }
+        let chunk: Shared = Arc::new((buffer, len));
+        full_tx
+            .send(Arc::clone(&chunk))
+            .map_err(|_| hasher_gone())?;
+        writer.write_all(&chunk.0[..len])?;
+        if len < CHUNK {
+            break;
+        }
+    }
+    drop(full_tx);
+    hasher.join().map_err(|_| hasher_gone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +304,23 @@ mod tests {
         });
         assert_eq!(read, data);
         assert_eq!(hashed, Some((Digest::of(&data), data.len() as u64)));
+    }
+
+    #[test]
+    fn copy_hashed_writes_and_hashes_the_same_bytes() {
+        for size in [0, 1, CHUNK, 7 * CHUNK + 5] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+            let mut out = Vec::new();
+            let (digest, len) = copy_hashed(&mut &data[..], &mut out).unwrap();
+            assert_eq!(out, data);
+            assert_eq!((digest, len), (Digest::of(&data), size as u64));
+        }
+    }
+
+    #[test]
+    fn copy_hashed_reports_a_read_error() {
+        let err = copy_hashed(&mut Failing, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
     }
 
     #[test]

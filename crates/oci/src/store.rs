@@ -12,7 +12,7 @@
 //!   blobs (`gc`, `rm`, `fsck`) hold `store.lock` exclusively. A killed command leaves at most
 //!   unreferenced blobs and `tmp/` files behind.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
@@ -197,13 +197,13 @@ impl Store {
     /// Stores a blob read from `reader`, hashing it on the way; nothing is stored unless the bytes
     /// match `descriptor`'s digest and size.
     ///
-    /// A second thread reads and hashes while this one writes ([`layer::chunks`]): each chunk is
-    /// hashed before it is handed over, so the bytes written are exactly the bytes hashed.
+    /// Another thread hashes while this one reads and writes ([`layer::chunks::copy_hashed`]):
+    /// both work on the same immutable chunk, so the bytes written are exactly the bytes hashed.
     pub(crate) fn put_stream(
         &self,
         kind: &'static str,
         descriptor: &Descriptor,
-        reader: &mut (dyn Read + Send),
+        reader: &mut dyn Read,
     ) -> Result<(), BlobError> {
         let digest = &descriptor.digest;
         let write_error = |source| BlobError::Write {
@@ -212,31 +212,10 @@ impl Store {
         };
         let mut file =
             AtomicFile::create(&self.tmp, &self.blob_path(digest)).map_err(write_error)?;
-        let (mut sink, mut chunks) = layer::chunks::channel(true);
-        let (written, hashed) = std::thread::scope(|scope| {
-            let producer = std::thread::Builder::new()
-                .name("hardbox-blob-hash".to_owned())
-                .spawn_scoped(scope, move || {
-                    // Never read more than one byte past the expected size.
-                    sink.pump(&mut reader.take(descriptor.size + 1))
-                        .then(|| sink.finish())
-                        .flatten()
-                });
-            let producer = match producer {
-                Ok(producer) => producer,
-                Err(error) => return (Err(error), None),
-            };
-            let written = copy_chunks(&mut chunks, &mut file);
-            // Stops the producer if writing failed.
-            drop(chunks);
-            (written, producer.join().ok().flatten())
-        });
-        written.map_err(write_error)?;
-        let (actual, size) = hashed.ok_or_else(|| {
-            write_error(io::Error::other(
-                "the thread hashing the blob stopped before its end",
-            ))
-        })?;
+        // Never copy more than one byte past the expected size.
+        let (actual, size) =
+            layer::chunks::copy_hashed(&mut reader.take(descriptor.size + 1), &mut file)
+                .map_err(write_error)?;
         check(kind, descriptor, &actual, size)?;
         file.commit().map_err(write_error)
     }
@@ -267,19 +246,6 @@ impl Store {
             config,
             config_bytes,
         })
-    }
-}
-
-/// Writes everything `chunks` delivers to `out`.
-fn copy_chunks(chunks: &mut layer::chunks::ChunkReader, out: &mut impl Write) -> io::Result<()> {
-    loop {
-        let chunk = chunks.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let n = chunk.len();
-        out.write_all(chunk)?;
-        chunks.consume(n);
     }
 }
 
