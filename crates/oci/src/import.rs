@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use fs_err as fs;
 use fsutil::LockMode;
 use serde::{Deserialize, Serialize};
-use types::{Digest, Sha256Writer};
+use types::Digest;
 
 use crate::error::{BlobError, NameError, StoreError};
 use crate::images::{add_unnamed, set_name};
@@ -794,6 +794,28 @@ impl Members {
     }
 }
 
+/// Writes through to `inner`, keeping the first 8 bytes written (to sniff a layer's
+/// compression from what was actually stored).
+struct HeadWriter<W> {
+    inner: W,
+    head: Vec<u8>,
+}
+
+impl<W: Write> Write for HeadWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if self.head.len() < 8 {
+            let take = (8 - self.head.len()).min(n);
+            self.head.extend_from_slice(&buf[..take]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn stage_member(
     store: &Store,
     archive: &Path,
@@ -811,30 +833,16 @@ fn stage_member(
         .create_new(true)
         .open(&temp)
         .map_err(stage_error)?;
-    let mut writer = Sha256Writer::wrap(io::BufWriter::new(file));
-    let mut head = Vec::new();
-    let mut buffer = vec![0u8; 64 << 10];
-    let result = (|| -> io::Result<()> {
-        loop {
-            let n = match reader.read(&mut buffer) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if head.len() < 8 {
-                let take = (8 - head.len()).min(n);
-                head.extend_from_slice(&buffer[..take]);
-            }
-            writer.write_all(&buffer[..n])?;
-        }
-    })();
-    let finish = result.and_then(|()| {
-        let (digest, size, buffered) = writer.finish();
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+    // Read and written on this thread, hashed on another ([`layer::chunks::copy_hashed`]).
+    let mut out = HeadWriter {
+        inner: file,
+        head: Vec::new(),
+    };
+    let finish = layer::chunks::copy_hashed(reader, &mut out).and_then(|(digest, size)| {
+        out.inner.sync_all()?;
         Ok((digest, size))
     });
+    let head = out.head;
     match finish {
         Ok((digest, size)) => Ok(Staged {
             temp,
