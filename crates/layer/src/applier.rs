@@ -163,7 +163,16 @@ impl Applier {
         compression: Compression,
     ) -> Result<LayerStats, LayerError> {
         let blob_failed = AtomicBool::new(false);
-        let (sink, reader) = chunks::channel(true);
+        // One core reads, hashes and decompresses the blob; the other applies entries. For a
+        // compressed blob the tar stream (diff_id) is hashed on the applying side, which has time
+        // to spare, so that decompression is not slowed by a second hash.
+        let compressed = compression != Compression::None;
+        let (sink, reader) = chunks::channel(!compressed);
+        let reader = if compressed {
+            reader.hash_received()
+        } else {
+            reader
+        };
         let mut run = LayerRun {
             applier: self,
             layer,
@@ -184,15 +193,20 @@ impl Applier {
                 Ok(producer) => producer,
                 Err(source) => return (Err(run.read_error(source)), None),
             };
-            // `reader` is dropped when this returns, which stops the producer on an error.
-            let applied = run.apply_stream(reader);
+            // `reader` is dropped on an error, which stops the producer.
+            let applied = run.apply_stream(reader).map(ChunkReader::finish);
             (applied, producer.join().ok().flatten())
         });
-        applied?;
-        let (digest, diff_id) = produced.ok_or_else(|| LayerError::ReadBlob {
+        let received = applied?;
+        let stopped = || LayerError::ReadBlob {
             layer: layer.clone(),
             source: io::Error::other("the thread reading the layer stopped before its end"),
-        })?;
+        };
+        let (digest, sent) = produced.ok_or_else(stopped)?;
+        let diff_id = match (sent, received) {
+            (Some(diff_id), _) | (None, Some((diff_id, _))) => diff_id,
+            (None, None) => return Err(stopped()),
+        };
         let LayerRun {
             warnings,
             entries,
@@ -253,15 +267,16 @@ impl Applier {
 }
 
 /// The producer thread of [`Applier::apply`]: reads the blob to its end, decompresses it and
-/// sends the tar stream on. Returns the blob's digest and the tar stream's (its diff_id) when the
-/// whole blob was read; a failure is forwarded to the reader side, which reports it.
+/// sends the tar stream on. Returns the blob's digest, and the tar stream's (its diff_id) when
+/// the sink hashed it, once the whole blob was read; a failure is forwarded to the reader side,
+/// which reports it.
 fn produce(
     blob: &mut (dyn Read + Send),
     compression: Compression,
     mut sink: ChunkSink,
     blob_failed: &AtomicBool,
-) -> Option<(Digest, Digest)> {
-    // The sink hashes the tar stream; for an uncompressed blob that is the blob itself.
+) -> Option<(Digest, Option<Digest>)> {
+    // An uncompressed blob is its own tar stream: the sink's hash is both digests.
     let mut raw = HashingReader::new(blob, compression != Compression::None, blob_failed);
     let sent = match compression {
         Compression::None => sink.pump(&mut raw),
@@ -282,9 +297,11 @@ fn produce(
         sink.fail(error);
         return None;
     }
-    let (diff_id, _) = sink.finish()?;
-    let digest = raw.digest().unwrap_or_else(|| diff_id.clone());
-    Some((digest, diff_id))
+    let sent = sink.finish().map(|(digest, _)| digest);
+    match raw.digest() {
+        Some(digest) => Some((digest, sent)),
+        None => sent.map(|digest| (digest.clone(), Some(digest))),
+    }
 }
 
 /// State of applying one layer.
@@ -388,8 +405,8 @@ impl LayerRun<'_> {
         });
     }
 
-    /// Reads the (decompressed) tar stream to its end, applying entries.
-    fn apply_stream(&mut self, decoded: ChunkReader) -> Result<(), LayerError> {
+    /// Reads the (decompressed) tar stream to its end, applying entries; gives the stream back.
+    fn apply_stream(&mut self, decoded: ChunkReader) -> Result<ChunkReader, LayerError> {
         let mut tar = TarReader::new(decoded);
         loop {
             let header = match tar.next_header() {
@@ -412,7 +429,7 @@ impl LayerRun<'_> {
                 limit: MAX_TRAILING,
             });
         }
-        Ok(())
+        Ok(rest)
     }
 
     fn count_entry(&mut self, entry: &str) -> Result<(), LayerError> {

@@ -52,6 +52,7 @@ pub fn channel(hash: bool) -> (ChunkSink, ChunkReader) {
             start: 0,
             end: 0,
             state: State::Open,
+            hasher: None,
         },
     )
 }
@@ -154,9 +155,29 @@ pub struct ChunkReader {
     start: usize,
     end: usize,
     state: State,
+    hasher: Option<Sha256Writer>,
 }
 
 impl ChunkReader {
+    /// Hashes every chunk on this side as it arrives (for when this thread has more time to
+    /// spare than the producer's).
+    pub fn hash_received(mut self) -> ChunkReader {
+        self.hasher = Some(Sha256Writer::new());
+        self
+    }
+
+    /// The digest and length of everything received, when [`ChunkReader::hash_received`] was
+    /// asked for and the stream ended cleanly.
+    pub fn finish(self) -> Option<(Digest, u64)> {
+        if self.state != State::Ended {
+            return None;
+        }
+        self.hasher.map(|hasher| {
+            let (digest, len, _) = hasher.finish();
+            (digest, len)
+        })
+    }
+
     fn failed() -> io::Error {
         io::Error::new(
             io::ErrorKind::BrokenPipe,
@@ -179,6 +200,9 @@ impl BufRead for ChunkReader {
             }
             match self.full.recv() {
                 Ok(Message::Data { buffer, len }) => {
+                    if let Some(hasher) = &mut self.hasher {
+                        hasher.update(&buffer[..len]);
+                    }
                     self.current = buffer;
                     self.start = 0;
                     self.end = len;
@@ -321,6 +345,25 @@ mod tests {
     fn copy_hashed_reports_a_read_error() {
         let err = copy_hashed(&mut Failing, &mut Vec::new()).unwrap_err();
         assert_eq!(err.to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn the_reader_side_can_hash_instead() {
+        let data = vec![5u8; 2 * CHUNK + 9];
+        let (mut sink, reader) = channel(false);
+        let mut reader = reader.hash_received();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                assert!(sink.pump(&mut &data[..]));
+                assert_eq!(sink.finish(), None);
+            });
+            let mut read = Vec::new();
+            reader.read_to_end(&mut read).unwrap();
+            assert_eq!(
+                reader.finish(),
+                Some((Digest::of(&read), 2 * CHUNK as u64 + 9))
+            );
+        });
     }
 
     #[test]
