@@ -1,10 +1,10 @@
 //! Running a [`LaunchPlan`]: the parent (the CLI), init (pid 1 of the sandbox) and the command.
 //!
 //! ```text
-//! parent ──clone(user, mount, pid, ipc, uts, net, cgroup)──► init ──fork──► command ──exec
+//! parent ──clone(user, mount, pid, ipc, uts, net, cgroup)──► init ──vfork──► command ──exec
 //!   writes id maps, passes mounts ─socket─►  applies plan.setup
 //!   creates the cgroup, moves init in it     (meanwhile, on another CPU)
-//!   sends "go" ──────────────────socket─►    forks the command       applies plan.command
+//!   sends "go" ──────────────────socket─►    spawns the command      applies plan.command
 //!   forwards signals, enforces the timeout   reaps, forwards signals
 //!   ◄──────────────── the command's status ─ socket, then exits
 //! ```
@@ -281,7 +281,7 @@ fn launch_with_signals_blocked(
     };
     configure_init(plan, init, &parent_socket).map_err(abandon)?;
     // While init mounts the sandbox's filesystem, create the cgroup and move init into it;
-    // init forks the command only after the "go" below, so the command starts inside it.
+    // init spawns the command only after the "go" below, so the command starts inside it.
     let (mut group, join_files) =
         if plan.settings.limits.needs_cgroup() && !plan.settings.skip.cgroups {
             let (group, files) = create_cgroup(plan, init).map_err(abandon)?;
@@ -333,7 +333,7 @@ fn launch_with_signals_blocked(
     Ok(status)
 }
 
-/// The byte that lets init fork the command.
+/// The byte that lets init spawn the command.
 const GO: u8 = 1;
 /// Size of the status record init sends when the command has ended.
 const STATUS_SIZE: usize = 8;
@@ -365,7 +365,7 @@ fn decode_status(record: &[u8; STATUS_SIZE]) -> ExitStatus {
 }
 
 /// Creates the sandbox's cgroup with the plan's limits; returns it with the v1 `tasks` files
-/// init writes itself into (after its setup, before it forks the command).
+/// init writes itself into (after its setup, before it spawns the command).
 ///
 /// Cost matters here (it runs while init mounts, and must finish before the command starts).
 /// Moving another process into a cgroup takes the kernel's thread-group lock for writing, and
@@ -640,7 +640,7 @@ fn fail(report: &OwnedFd, phase: u32, index: usize, errno: Errno, code: i32) -> 
     proc::exit_immediately(code)
 }
 
-/// pid 1 of the sandbox: waits for the id maps, applies the setup steps, forks the command,
+/// pid 1 of the sandbox: waits for the id maps, applies the setup steps, spawns the command,
 /// then reaps and forwards signals until the command ends, and exits with its status.
 fn run_init(
     plan: &LaunchPlan,
@@ -697,9 +697,12 @@ fn run_init(
         exec: Some(exec),
     };
 
-    let command = match proc::fork() {
-        Ok(Forked::Child) => run_command(plan, &resources, &report, previous_mask),
-        Ok(Forked::Parent(pid)) => pid,
+    // The command shares init's memory until it execs (init waits meanwhile): nothing of
+    // init's address space is copied for a process that is about to replace it.
+    let spawned =
+        proc::spawn_sharing_memory(&mut || run_command(plan, &resources, &report, previous_mask));
+    let command = match spawned {
+        Ok(pid) => pid,
         Err(errno) => fail(
             &report,
             PHASE_SETUP,

@@ -134,6 +134,58 @@ pub fn fork() -> Result<Forked, Errno> {
     fork_result(libc::c_long::from(pid))
 }
 
+/// Stack size of the child [`spawn_sharing_memory`] starts: the launcher's command steps
+/// (capabilities, Landlock, seccomp, exec) need a few KiB; the rest is never touched, so never
+/// backed by memory.
+const SHARED_CHILD_STACK: usize = 256 * 1024;
+
+/// Runs `child` in a new process that shares the caller's memory until it execs or exits, and
+/// returns the new process's pid once it has: `clone(CLONE_VM | CLONE_VFORK)` on a stack of its
+/// own, as `posix_spawn` does. Nothing of the address space is copied (a `fork` of the
+/// launcher copies its page tables, then takes a copy-on-write fault for each page either side
+/// writes), and the caller is suspended meanwhile. The child gets its own descriptor table,
+/// signal dispositions, credentials, limits and seccomp/Landlock state, as after `fork`.
+///
+/// `child` must end with an exec or [`exit_immediately`] (or return the exit code); what it
+/// allocates stays allocated in the caller's heap. The process must have a single thread: only
+/// the calling thread is suspended, and the child may take the allocator's lock.
+pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> Result<rustix::process::Pid, Errno> {
+    require_single_thread()?;
+    extern "C" fn trampoline(argument: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `argument` is the `&mut &mut dyn FnMut` passed to `clone` below; the caller's
+        // frame that owns it is suspended (CLONE_VFORK) until this child execs or exits, so the
+        // reference stays valid and nothing else uses it meanwhile.
+        let child = unsafe { &mut *argument.cast::<&mut dyn FnMut() -> i32>() };
+        child()
+    }
+    let mut stack: Vec<u8> = Vec::with_capacity(SHARED_CHILD_STACK);
+    // The stack grows down from the end of the allocation, 16-byte aligned as the ABI requires.
+    let top = stack.as_mut_ptr().wrapping_add(SHARED_CHILD_STACK);
+    let top = top.wrapping_sub(top as usize % 16);
+    let mut child = child;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: `top` is the aligned end of a writable allocation of SHARED_CHILD_STACK bytes that
+    // outlives the child's use of it: with CLONE_VFORK `clone` returns only after the child
+    // exec'd or exited, and `stack` is dropped after that. The child shares memory (CLONE_VM)
+    // but runs on that stack, never on the caller's, and the caller (its only thread, checked
+    // above) is suspended meanwhile, so no lock or data is used by both at once. `arg` points to
+    // `child`, which lives in this frame until `clone` returns.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            top.cast::<libc::c_void>(),
+            flags,
+            std::ptr::from_mut(&mut child).cast::<libc::c_void>(),
+        )
+    };
+    drop(stack);
+    match fork_result(libc::c_long::from(pid))? {
+        Forked::Parent(pid) => Ok(pid),
+        // The child never returns here: it runs `trampoline` on its own stack.
+        Forked::Child => Err(Errno::INVAL),
+    }
+}
+
 /// Ends the process at once with `code`, without running destructors or flushing stdio
 /// buffers (which belong to the parent's copy in a forked child).
 pub fn exit_immediately(code: i32) -> ! {
