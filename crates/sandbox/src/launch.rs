@@ -3,7 +3,7 @@
 //! ```text
 //! parent ──clone(user, mount, pid, ipc, uts, net, cgroup)──► init ──vfork──► command ──exec
 //!   writes id maps, passes mounts ─socket─►  applies plan.setup
-//!   creates the cgroup, moves init in it     (meanwhile, on another CPU)
+//!   creates the cgroup                       (meanwhile, on another CPU)
 //!   sends "go" ──────────────────socket─►    spawns the command      applies plan.command
 //!   forwards signals, enforces the timeout   reaps, forwards signals
 //!   ◄──────────────── the command's status ─ socket, then exits
@@ -11,8 +11,8 @@
 //!
 //! Guarantees: a failing step is reported to the parent over a close-on-exec pipe as
 //! (phase, step index, errno) and becomes a [`LaunchError`] naming the step; nothing runs
-//! unless every step before it succeeded; the command starts only after init joined the
-//! sandbox's cgroup (when the plan has limits), and a cgroup that cannot be created stops the
+//! unless every step before it succeeded; the command joins the sandbox's cgroup
+//! (when the plan has limits) before its first step, and a cgroup that cannot be created stops the
 //! launch; the parent's exit status is the command's (128 + N when signal N killed it, 137 when
 //! the memory limit's OOM killer did, 124 when the timeout did). Signals INT, TERM, HUP, QUIT,
 //! USR1, USR2 and WINCH sent to the parent are forwarded to init, which forwards them to the
@@ -280,14 +280,14 @@ fn launch_with_signals_blocked(
         error
     };
     configure_init(plan, init, &parent_socket).map_err(abandon)?;
-    // While init mounts the sandbox's filesystem, create the cgroup and move init into it;
-    // init spawns the command only after the "go" below, so the command starts inside it.
-    let (mut group, join_files) =
+    // While init mounts the sandbox's filesystem, create the cgroup; init spawns the command
+    // only after the "go" below, and the command joins the cgroup before its first step.
+    let (mut group, join_files, init_joined) =
         if plan.settings.limits.needs_cgroup() && !plan.settings.skip.cgroups {
-            let (group, files) = create_cgroup(plan, init).map_err(abandon)?;
-            (Some(group), files)
+            let joining = create_cgroup(plan, init).map_err(abandon)?;
+            (Some(joining.group), joining.files, joining.init_joined)
         } else {
-            (None, Vec::new())
+            (None, Vec::new(), false)
         };
     // If init already failed, the socket is closed; its report below says why.
     let borrowed: Vec<_> = join_files.iter().map(AsFd::as_fd).collect();
@@ -316,8 +316,12 @@ fn launch_with_signals_blocked(
     let Some(group) = group.as_mut() else {
         return Ok(ending.status);
     };
-    if !ending.reaped {
-        // The cgroup can go only when init (and with it every process of the sandbox) is gone.
+    // The cgroup can go only when no process is left in it. On v1 hosts only the command and
+    // its descendants joined it, and once init reported the command's end it is usually empty
+    // already: then it is removed while init exits (tearing the namespaces down takes longer
+    // than the removal). Otherwise init's exit ends every process of the sandbox.
+    let empty = !init_joined && group.processes().is_ok_and(|pids| pids.is_empty());
+    if !ending.reaped && !empty {
         let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
     }
     let status = match (ending.status, plan.settings.limits.memory_bytes) {
@@ -364,24 +368,33 @@ fn decode_status(record: &[u8; STATUS_SIZE]) -> ExitStatus {
     }
 }
 
+/// The sandbox's cgroup, and how its processes join it.
+struct Joining {
+    group: cgroup::Cgroup,
+    /// The v1 `tasks` files the command writes itself into, before its first step.
+    files: Vec<OwnedFd>,
+    /// Whether the parent moved init itself into the cgroup (a v2 leaf).
+    init_joined: bool,
+}
+
 /// Creates the sandbox's cgroup with the plan's limits; returns it with the v1 `tasks` files
-/// init writes itself into (after its setup, before it spawns the command).
+/// the command writes itself into (after init's setup, before the command's own steps).
 ///
 /// Cost matters here (it runs while init mounts, and must finish before the command starts).
 /// Moving another process into a cgroup takes the kernel's thread-group lock for writing, and
 /// its first writer waits for an RCU grace period: 5 to 15 ms on the reference host, more than
 /// the whole launch. A thread that writes `0` (itself) to a v1 `tasks` file skips that lock,
-/// and init has one thread, so this moves all of it in microseconds. The files are opened here,
-/// by the host's root, which is the credential the kernel checks. So:
+/// and the command has one thread at that point, so this moves all of it in microseconds. The
+/// files are opened here, by the host's root, which is the credential the kernel checks; the
+/// command holds them until its exec closes them. Init stays outside the cgroup, so the
+/// parent can remove it without waiting for init's exit. So:
 ///
 /// - when every limit lives in a v1 hierarchy (v1 and hybrid hosts), the unified hierarchy is
 ///   left out: it would only track processes, which the v1 freezer does as well, and a v2 leaf
 ///   can only be joined through `cgroup.procs`;
-/// - a v2 leaf (v2 hosts) is joined by the parent writing init's pid to `cgroup.procs`.
-fn create_cgroup(
-    plan: &LaunchPlan,
-    init: Pid,
-) -> Result<(cgroup::Cgroup, Vec<OwnedFd>), LaunchError> {
+/// - a v2 leaf (v2 hosts) is joined by the parent writing init's pid to `cgroup.procs`, and the
+///   command inherits it.
+fn create_cgroup(plan: &LaunchPlan, init: Pid) -> Result<Joining, LaunchError> {
     let limits = &plan.settings.limits;
     let mut host = cgroup::Host::detect().map_err(LaunchError::CgroupDetect)?;
     let cgroup_limits = cgroup::Limits {
@@ -401,6 +414,7 @@ fn create_cgroup(
     let group =
         cgroup::Cgroup::create(&host, &name, &cgroup_limits).map_err(LaunchError::Cgroup)?;
     let mut files = Vec::new();
+    let mut init_joined = false;
     for directory in group.directories() {
         let tasks = directory.join("tasks");
         if tasks.exists() {
@@ -416,9 +430,14 @@ fn create_cgroup(
             let path = directory.join("cgroup.procs");
             std::fs::write(&path, init.as_raw_nonzero().to_string())
                 .map_err(|source| LaunchError::CgroupJoin { path, source })?;
+            init_joined = true;
         }
     }
-    Ok((group, files))
+    Ok(Joining {
+        group,
+        files,
+        init_joined,
+    })
 }
 
 /// How the parent's watch over init ended.
@@ -678,17 +697,11 @@ fn run_init(
     }
     // The passed mounts are attached now; the command must not inherit them.
     drop(mounts);
-    // The parent says "go" with the cgroup files init joins (writing `0`: itself), so the
-    // command starts inside the sandbox's cgroup.
+    // The parent says "go" with the cgroup files the command joins (writing `0`: itself).
     let mut join_files = Vec::with_capacity(sys::process::MAX_DESCRIPTORS);
     match proc::receive_descriptors(socket.as_fd(), &mut join_files) {
         Ok(Some(GO)) => {}
         _ => proc::exit_immediately(EXIT_SETUP_FAILED),
-    }
-    for file in join_files.drain(..) {
-        if let Err(errno) = proc::write_all(&file, b"0") {
-            fail(&report, PHASE_CGROUP, 0, errno, EXIT_SETUP_FAILED);
-        }
     }
     let resources = Resources {
         mounts: &[],
@@ -699,8 +712,10 @@ fn run_init(
 
     // The command shares init's memory until it execs (init waits meanwhile): nothing of
     // init's address space is copied for a process that is about to replace it.
-    let spawned =
-        proc::spawn_sharing_memory(&mut || run_command(plan, &resources, &report, previous_mask));
+    let spawned = proc::spawn_sharing_memory(&mut || {
+        run_command(plan, &resources, &join_files, &report, previous_mask)
+    });
+    drop(join_files);
     let command = match spawned {
         Ok(pid) => pid,
         Err(errno) => fail(
@@ -718,14 +733,23 @@ fn run_init(
     proc::exit_immediately(status.code())
 }
 
-/// The command's process: restores the signal state the CLI started with, applies the command
-/// steps (the last is exec) and reports whichever fails.
+/// The command's process: joins the sandbox's cgroup, restores the signal state the CLI
+/// started with, applies the command steps (the last is exec) and reports whichever fails.
+///
+/// It shares init's memory until exec, so it drops nothing it borrows; the cgroup files close
+/// on exec.
 fn run_command(
     plan: &LaunchPlan,
     resources: &Resources<'_>,
+    join_files: &[OwnedFd],
     report: &OwnedFd,
     previous_mask: &SignalSet,
 ) -> ! {
+    for file in join_files {
+        if let Err(errno) = proc::write_all(file, b"0") {
+            fail(report, PHASE_CGROUP, 0, errno, EXIT_SETUP_FAILED);
+        }
+    }
     let prepared =
         proc::set_signal_mask(previous_mask).and_then(|_| proc::reset_signal_dispositions());
     if let Err(errno) = prepared {
