@@ -12,7 +12,7 @@ use landlock::{
     Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
     ABI,
 };
-use rustix::fs::{Mode, OFlags, CWD};
+use rustix::fs::{FileType, Mode, CWD};
 use rustix::mount::{MountFlags, MountPropagationFlags, MoveMountFlags, UnmountFlags};
 use rustix::process::{Resource, Rlimit};
 use rustix::thread::{CapabilitySet, CapabilitySets};
@@ -200,12 +200,15 @@ impl Syscalls for Linux {
     }
 
     fn make_file(&mut self, path: &Path, mode: u32) -> Result<(), Errno> {
-        rustix::fs::open(
+        // `mknod` of a regular file creates it as `open(O_CREAT | O_EXCL)` does (`EEXIST` when
+        // something is there), without opening and closing a file: one call per mount point.
+        rustix::fs::mknodat(
+            CWD,
             path,
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            FileType::RegularFile,
             Mode::from_raw_mode(mode),
+            0,
         )
-        .map(drop)
     }
 
     fn make_symlink(&mut self, target: &Path, link: &Path) -> Result<(), Errno> {
