@@ -282,7 +282,7 @@ fn launch_with_signals_blocked(
     configure_init(plan, init, &parent_socket).map_err(abandon)?;
     // While init mounts the sandbox's filesystem, create the cgroup; init spawns the command
     // only after the "go" below, and the command joins the cgroup before its first step.
-    let (mut group, join_files, init_joined) =
+    let (group, join_files, init_joined) =
         if plan.settings.limits.needs_cgroup() && !plan.settings.skip.cgroups {
             let joining = create_cgroup(plan, init).map_err(abandon)?;
             (Some(joining.group), joining.files, joining.init_joined)
@@ -313,7 +313,7 @@ fn launch_with_signals_blocked(
         .map(|timeout| (started + timeout, timeout));
     let ending = supervise_init(init, &parent_socket, &signal_fd, deadline, group.as_ref())
         .map_err(parent_error("waitpid"))?;
-    let Some(group) = group.as_mut() else {
+    let Some(group) = group else {
         return Ok(ending.status);
     };
     // The cgroup can go only when no process is left in it. On v1 hosts only the command and
@@ -332,9 +332,33 @@ fn launch_with_signals_blocked(
         }
         (status, _) => status,
     };
-    // Best effort: dropping the handle retries, and `hardbox system gc` would find leftovers.
-    let _ = group.remove();
+    remove_keeping_parents(group);
     Ok(status)
+}
+
+/// Removes the sandbox's own cgroup directories and keeps the shared `hardbox/` parents, which
+/// the next sandbox would otherwise create again: making a memory cgroup is the costliest part
+/// of creating one, and removing it the costliest part of removing one (0.28 ms of a 3 ms
+/// launch together on the reference host). When a directory cannot go yet, [`cgroup::Cgroup::remove`]
+/// retries (and removes the parents if empty, as it always does).
+///
+/// Best effort: `hardbox system gc` would find leftovers.
+fn remove_keeping_parents(mut group: cgroup::Cgroup) {
+    let removed =
+        group
+            .directories()
+            .iter()
+            .all(|directory| match std::fs::remove_dir(directory) {
+                Ok(()) => true,
+                Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+            });
+    if removed {
+        // Every directory of the sandbox is gone; dropping the handle would only remove the
+        // emptied shared parents.
+        std::mem::forget(group);
+    } else {
+        let _ = group.remove();
+    }
 }
 
 /// The byte that lets init spawn the command.
