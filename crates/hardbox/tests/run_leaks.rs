@@ -33,20 +33,12 @@ enum Kind {
     /// `--host`, rootless (`setpriv` to 65534), the CLI SIGKILLed during `sleep 600`.
     HostKilledRootless,
     /// `--host`, the CLI SIGKILLed during `sleep 600`.
-    #[expect(
-        dead_code,
-        reason = "the SIGKILL leak test is left out until a SIGKILLed CLI takes its sandbox with it"
-    )]
     HostKilled,
     /// On the image, the command exits 0.
     ImageExits,
     /// On the image, `--timeout 1s` around `sleep 10`: exit 124.
     ImageTimesOut,
     /// On the image, the CLI SIGKILLed during `sleep 600`.
-    #[expect(
-        dead_code,
-        reason = "the SIGKILL leak test is left out until a SIGKILLed CLI takes its sandbox with it"
-    )]
     ImageKilled,
 }
 
@@ -375,4 +367,23 @@ fn a_hundred_sandboxes_that_exit_or_time_out_leave_nothing_behind() {
         ],
         100,
     );
+}
+
+/// Regression: the init of a root sandbox switches to the sandbox's host ids, which made the
+/// kernel forget its parent-death signal, so a SIGKILLed CLI left the sandbox running.
+/// (Its cgroup leaf and, for images, its scratch directory are still left for a later cleanup.)
+#[test]
+fn a_sigkilled_root_cli_takes_its_sandbox_processes_and_mounts_with_it() {
+    let fixture = Fixture::new("kill");
+    let clis = fixture.run_all(&[Kind::HostKilled, Kind::ImageKilled], 12);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut processes = fixture.sandbox_processes(&clis);
+    while !processes.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        processes = fixture.sandbox_processes(&clis);
+    }
+    assert!(processes.is_empty(), "still running: {processes:#?}");
+    let after = fixture.snapshot(&clis);
+    let new_mounts: Vec<_> = after.mounts.difference(&fixture.before.mounts).collect();
+    assert!(new_mounts.is_empty(), "mounts left: {new_mounts:#?}");
 }

@@ -719,6 +719,10 @@ fn run_init(
             EXIT_SETUP_FAILED,
         );
     }
+    // Switching to the sandbox's host ids (setresuid) made the kernel forget the parent-death
+    // signal: arm it again. If the parent died in between, the "go" below reads end-of-file and
+    // init exits, so no window is left where a killed CLI leaves its sandbox running.
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The passed mounts are attached now; the command must not inherit them.
     drop(mounts);
     // The parent says "go" with the cgroup files the command joins (writing `0`: itself).
