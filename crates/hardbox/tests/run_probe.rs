@@ -65,7 +65,9 @@ impl Fixture {
     fn new(caller: Caller) -> Fixture {
         require_root();
         let workspace = tempfile::tempdir().expect("tempdir");
-        let home = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+        // Not below /tmp (the sandbox gets a fresh /tmp, so a HOME there would vanish inside),
+        // nor below the checkout, which CI may clone anywhere, /tmp included.
+        let home = tempfile::tempdir_in("/var/tmp").expect("tempdir");
         std::fs::create_dir(home.path().join(".ssh")).unwrap();
         std::fs::write(home.path().join(".ssh/id_rsa"), "SECRET-SSH-KEY").unwrap();
         std::fs::write(home.path().join("visible.txt"), "visible\n").unwrap();
