@@ -132,6 +132,47 @@ impl Drop for AtomicFile {
     }
 }
 
+/// A temporary file or directory that is removed when dropped, unless [`TempPath::keep`] says it
+/// was renamed into place: a failed command leaves no half-written output behind.
+#[derive(Debug)]
+pub struct TempPath {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempPath {
+    /// Takes charge of `path` (which need not exist yet).
+    pub fn new(path: PathBuf) -> TempPath {
+        TempPath { path, armed: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path was renamed into place: leave it alone.
+    pub fn keep(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.is_dir() => {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 fn open_lock_file(path: &Path) -> io::Result<fs::File> {
     fs::OpenOptions::new()
         .read(true)
@@ -233,6 +274,25 @@ mod tests {
         assert!(Lock::try_acquire(&path, LockMode::Exclusive)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn temp_path_removes_files_and_trees_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        let tree = dir.path().join("tree");
+        let kept = dir.path().join("kept");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/c"), b"x").unwrap();
+        std::fs::write(&kept, b"x").unwrap();
+        drop(TempPath::new(file.clone()));
+        drop(TempPath::new(tree.clone()));
+        let mut keep = TempPath::new(kept.clone());
+        keep.keep();
+        drop(keep);
+        assert!(!file.exists() && !tree.exists());
+        assert!(kept.exists());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
-use fsutil::LockMode;
+use fsutil::{LockMode, TempPath};
 use serde::Serialize;
 use types::{Digest, Sha256Writer};
 
@@ -60,21 +60,6 @@ impl From<ResolveError> for ExportError {
     }
 }
 
-/// Removes a temporary output unless it was renamed into place.
-struct TempOutput {
-    path: PathBuf,
-    done: bool,
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_dir_all(&self.path);
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// A reader that hashes what passes through it.
 struct HashReader<R> {
     inner: R,
@@ -112,39 +97,37 @@ impl Store {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "export".to_owned());
-        let mut temp = TempOutput {
-            path: parent.join(fsutil::unique_name(&format!(".{file_name}.tmp-"))),
-            done: false,
-        };
+        let mut temp =
+            TempPath::new(parent.join(fsutil::unique_name(&format!(".{file_name}.tmp-"))));
         let write_error = |path: &Path| {
             let path = path.to_owned();
             move |source| ExportError::Write { path, source }
         };
         match format {
-            ExportFormat::OciDir => self.write_oci_dir(&image, &names, &temp.path)?,
+            ExportFormat::OciDir => self.write_oci_dir(&image, &names, temp.path())?,
             ExportFormat::OciArchive | ExportFormat::DockerArchive => {
-                let file = fs::File::create(&temp.path).map_err(write_error(&temp.path))?;
+                let file = fs::File::create(temp.path()).map_err(write_error(temp.path()))?;
                 let mut tar = tar::Builder::new(BufWriter::new(file));
                 if format == ExportFormat::OciArchive {
-                    self.write_oci_archive(&image, &names, &mut tar, &temp.path)?;
+                    self.write_oci_archive(&image, &names, &mut tar, temp.path())?;
                 } else {
-                    self.write_docker_archive(&image, &names, &mut tar, &temp.path)?;
+                    self.write_docker_archive(&image, &names, &mut tar, temp.path())?;
                 }
-                let buffered = tar.into_inner().map_err(write_error(&temp.path))?;
+                let buffered = tar.into_inner().map_err(write_error(temp.path()))?;
                 let file = buffered
                     .into_inner()
-                    .map_err(|e| write_error(&temp.path)(e.into_error()))?;
-                file.sync_all().map_err(write_error(&temp.path))?;
+                    .map_err(|e| write_error(temp.path())(e.into_error()))?;
+                file.sync_all().map_err(write_error(temp.path()))?;
             }
         }
         match rustix::fs::renameat_with(
             rustix::fs::CWD,
-            &temp.path,
+            temp.path(),
             rustix::fs::CWD,
             output,
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
-            Ok(()) => temp.done = true,
+            Ok(()) => temp.keep(),
             Err(rustix::io::Errno::EXIST) => {
                 return Err(ExportError::OutputExists {
                     path: output.to_owned(),
@@ -372,16 +355,13 @@ impl Store {
         };
         // Decompress into tmp/ first: the tar header needs the size up front.
         let staged_path = self.tmp_dir().join(fsutil::unique_name("export-"));
-        let staged = TempOutput {
-            path: staged_path.clone(),
-            done: false,
-        };
+        let staged = TempPath::new(staged_path.clone());
         let stage_error = |source| ExportError::Write {
             path: staged_path.clone(),
             source,
         };
         let mut out = Sha256Writer::wrap(BufWriter::new(
-            fs::File::create(&staged.path).map_err(stage_error)?,
+            fs::File::create(staged.path()).map_err(stage_error)?,
         ));
         match compression {
             layer::Compression::None => io::copy(&mut compressed, &mut out),
@@ -415,7 +395,7 @@ impl Store {
         buffered
             .into_inner()
             .map_err(|e| stage_error(e.into_error()))?;
-        let mut staged_file = fs::File::open(&staged.path).map_err(stage_error)?;
+        let mut staged_file = fs::File::open(staged.path()).map_err(stage_error)?;
         tar.append_data(&mut file_header(uncompressed), name, &mut staged_file)
             .map_err(write_error)
     }

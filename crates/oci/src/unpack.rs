@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
-use fsutil::LockMode;
+use fsutil::{LockMode, TempPath};
 use serde::Serialize;
 use types::Digest;
 
@@ -66,20 +66,6 @@ impl From<crate::error::StoreError> for UnpackError {
     }
 }
 
-/// Removes the staging directory unless it was renamed into place.
-struct Staging {
-    path: PathBuf,
-    done: bool,
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 /// Whether `dir` is absent, or an empty directory (not a symlink to one).
 fn target_is_free(dir: &Path) -> Result<bool, UnpackError> {
     match fs::symlink_metadata(dir) {
@@ -123,17 +109,15 @@ impl Store {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "rootfs".to_owned());
-        let staging = Staging {
-            path: parent.join(fsutil::unique_name(&format!(".{name}.unpack-"))),
-            done: false,
-        };
+        let mut staging =
+            TempPath::new(parent.join(fsutil::unique_name(&format!(".{name}.unpack-"))));
         let prepare_error = |path: &Path| {
             let path = path.to_owned();
             move |source| UnpackError::Write { path, source }
         };
-        fs::create_dir(&staging.path).map_err(prepare_error(&staging.path))?;
+        fs::create_dir(staging.path()).map_err(prepare_error(staging.path()))?;
         let mut applier =
-            layer::Applier::new(&staging.path, options).map_err(prepare_error(&staging.path))?;
+            layer::Applier::new(staging.path(), options).map_err(prepare_error(staging.path()))?;
         let mut report = UnpackReport {
             digest: image_digest.clone(),
             layers: image.manifest.layers.len(),
@@ -209,8 +193,7 @@ impl Store {
             source,
         })?;
         place(&staging, dir)?;
-        let mut staging = staging;
-        staging.done = true;
+        staging.keep();
         fsutil::sync_dir(&parent).map_err(prepare_error(&parent))?;
         Ok(report)
     }
@@ -218,7 +201,7 @@ impl Store {
 
 /// Renames the staging directory onto `dir`: replacing an empty directory, or creating `dir`
 /// without replacing anything that appeared meanwhile.
-fn place(staging: &Staging, dir: &Path) -> Result<(), UnpackError> {
+fn place(staging: &TempPath, dir: &Path) -> Result<(), UnpackError> {
     let exists = fs::symlink_metadata(dir).is_ok();
     let flags = if exists {
         // rename(2) replaces a directory only when it is empty.
@@ -226,7 +209,7 @@ fn place(staging: &Staging, dir: &Path) -> Result<(), UnpackError> {
     } else {
         rustix::fs::RenameFlags::NOREPLACE
     };
-    rustix::fs::renameat_with(rustix::fs::CWD, &staging.path, rustix::fs::CWD, dir, flags).map_err(
+    rustix::fs::renameat_with(rustix::fs::CWD, staging.path(), rustix::fs::CWD, dir, flags).map_err(
         |e| match e {
             rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => UnpackError::TargetNotEmpty {
                 path: dir.to_owned(),
