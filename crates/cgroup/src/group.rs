@@ -426,6 +426,22 @@ impl Cgroup {
     /// [`RemoveError::Busy`] when processes remain; [`RemoveError::Remove`] for other failures.
     /// Directories removed before the error stay removed; calling again retries the rest.
     pub fn remove(&mut self) -> Result<(), RemoveError> {
+        let removed = self.remove_leaves();
+        for group in &self.group_directories {
+            // Other sandboxes may still use it: only an empty one goes.
+            let _ = std::fs::remove_dir(group);
+        }
+        removed
+    }
+
+    /// Removes the cgroup's own directories and keeps the shared `hardbox/` parents, which the
+    /// next sandbox would otherwise create again (creating a memory cgroup is the costliest part
+    /// of creating one).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cgroup::remove`]; calling [`Cgroup::remove`] afterwards retries what is left.
+    pub fn remove_leaves(&mut self) -> Result<(), RemoveError> {
         let mut first_error = None;
         let mut remaining = Vec::new();
         for member in self.members.drain(..).rev() {
@@ -436,10 +452,6 @@ impl Cgroup {
         }
         remaining.reverse();
         self.members = remaining;
-        for group in &self.group_directories {
-            // Other sandboxes may still use it: only an empty one goes.
-            let _ = std::fs::remove_dir(group);
-        }
         match first_error {
             Some(err) => Err(err),
             None => {
@@ -835,5 +847,69 @@ mod tests {
             read_key(&path, "oom_kill"),
             Err(CgroupError::InvalidValue { .. })
         ));
+    }
+}
+
+/// What [`sweep`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Leaf directories removed.
+    pub removed: Vec<PathBuf>,
+    /// Leaf directories that could not be removed, with the reason.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Removes abandoned sandbox cgroups: every `hardbox/<name>` leaf, in every hierarchy hardbox
+/// may write, whose `name` the caller calls stale (its owner is gone). Processes still in such
+/// a leaf are killed first.
+///
+/// The caller decides what is stale because only it knows how it named its cgroups; a leaf of a
+/// live sandbox must never be called stale.
+pub fn sweep(host: &HostCgroups, stale: impl Fn(&str) -> bool) -> SweepReport {
+    let mut report = SweepReport::default();
+    let parents = host
+        .unified
+        .iter()
+        .chain(&host.legacy)
+        .filter_map(|hierarchy| host.usable(hierarchy).ok());
+    for parent in parents {
+        let group = parent.join(GROUP_DIRECTORY);
+        let Ok(entries) = std::fs::read_dir(&group) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let leaf = entry.path();
+            let is_stale = entry.file_name().to_str().is_some_and(&stale);
+            if !is_stale || !leaf.is_dir() {
+                continue;
+            }
+            kill_listed_in(&leaf);
+            match remove_directory(&leaf) {
+                Ok(()) => report.removed.push(leaf),
+                Err(err) => report.failed.push((leaf, err.to_string())),
+            }
+        }
+    }
+    report
+}
+
+/// Kills every process listed in `leaf/cgroup.procs`, a few rounds (forks may race).
+fn kill_listed_in(leaf: &Path) {
+    for _ in 0..10 {
+        let Ok(text) = std::fs::read_to_string(leaf.join("cgroup.procs")) else {
+            return;
+        };
+        let pids: Vec<Pid> = text
+            .lines()
+            .filter_map(|line| line.trim().parse::<i32>().ok())
+            .filter_map(Pid::from_raw)
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        thread::sleep(REMOVE_PAUSE);
     }
 }

@@ -46,7 +46,7 @@ mod limits;
 pub use error::{
     CgroupError, CreateError, DetectError, ParseError, RemoveError, UnavailableReason,
 };
-pub use group::{Cgroup, GROUP_DIRECTORY};
+pub use group::{sweep, Cgroup, SweepReport, GROUP_DIRECTORY};
 pub use host::{
     Controller, Hierarchy, Host, HostCgroups, Layout, Mode, MountedHierarchy, ParentState,
     Placement, Version,
