@@ -122,6 +122,14 @@ pub struct RunArgs {
     /// Kill the sandbox after this long, like 30s or 5m; exits 124 (policy limits.timeout)
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Give the command a terminal (a pseudo-terminal of its own; window size changes follow
+    /// this terminal's)
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Keep stdin attached: with -t, what is typed or piped is forwarded to the command's
+    /// terminal (without -t the command always reads this stdin directly)
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
     /// With an image: no writable layer, the image's root filesystem is read-only
     #[arg(long, conflicts_with = "host")]
     pub read_only: bool,

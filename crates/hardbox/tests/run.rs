@@ -69,6 +69,19 @@ fn only_the_sandboxs_processes_are_visible_and_pid_1_is_init() {
 }
 
 #[test]
+fn init_reaps_orphans_also_from_other_sessions() {
+    let dir = workspace();
+    // The subshell exits at once, so its child (a session of its own) is handed to init;
+    // when it ends, init must reap it whatever its process group.
+    let out = probe(
+        dir.path(),
+        &[],
+        "(setsid sleep 0.2 &); sleep 1; grep -l '^State:.Z' /proc/[0-9]*/status | wc -l",
+    );
+    assert_eq!(out.trim(), "0", "a zombie is left in the sandbox");
+}
+
+#[test]
 fn writes_outside_the_workspace_fail_and_inside_reach_the_host() {
     let dir = workspace();
     let out = probe(

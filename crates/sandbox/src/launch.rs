@@ -33,8 +33,11 @@ use sys::linux::Linux;
 use sys::process::{self as proc, ExecTarget, Forked, Namespaces, SignalFd, SignalSet};
 use sys::Errno;
 
+use rustix::event::{PollFd, PollFlags};
+
 use crate::apply::{apply, Resources};
 use crate::plan::{LaunchPlan, Step};
+use crate::terminal::{self, Relay};
 
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +160,8 @@ const PHASE_SETUP: u32 = 1;
 const PHASE_COMMAND: u32 = 2;
 /// Init failed to join the sandbox's cgroup.
 const PHASE_CGROUP: u32 = 3;
+/// Opening (index 0) or attaching (index 1) the command's terminal failed.
+const PHASE_TERMINAL: u32 = 4;
 /// Exit code of init or the command when a step failed (the parent reports the step).
 const EXIT_SETUP_FAILED: i32 = 125;
 const RECORD_SIZE: usize = 12;
@@ -289,6 +294,22 @@ fn launch_with_signals_blocked(
         } else {
             (None, Vec::new(), false)
         };
+    // With a terminal, init sends its master once the filesystem is in place; if init failed
+    // instead, the socket is closed and its report below says why.
+    let mut relay = None;
+    if plan.settings.tty {
+        let mut received = Vec::with_capacity(1);
+        if let Ok(Some(TERMINAL)) = proc::receive_descriptors(parent_socket.as_fd(), &mut received)
+        {
+            if let Some(master) = received.pop() {
+                relay = Some(
+                    Relay::new(master, plan.settings.interactive)
+                        .map_err(parent_error("set up the terminal relay"))
+                        .map_err(abandon)?,
+                );
+            }
+        }
+    }
     // If init already failed, the socket is closed; its report below says why.
     let borrowed: Vec<_> = join_files.iter().map(AsFd::as_fd).collect();
     let _ = proc::send_descriptors(parent_socket.as_fd(), GO, &borrowed);
@@ -311,8 +332,19 @@ fn launch_with_signals_blocked(
         .settings
         .timeout
         .map(|timeout| (started + timeout, timeout));
-    let ending = supervise_init(init, &parent_socket, &signal_fd, deadline, group.as_ref())
-        .map_err(parent_error("waitpid"))?;
+    let ending = supervise_init(
+        init,
+        &parent_socket,
+        &signal_fd,
+        deadline,
+        group.as_ref(),
+        relay.as_mut(),
+    )
+    .map_err(parent_error("waitpid"))?;
+    if let Some(relay) = relay.as_mut() {
+        relay.finish(TERMINAL_DRAIN_LIMIT);
+    }
+    drop(relay);
     let Some(group) = group else {
         return Ok(ending.status);
     };
@@ -339,30 +371,22 @@ fn launch_with_signals_blocked(
 /// Removes the sandbox's own cgroup directories and keeps the shared `hardbox/` parents, which
 /// the next sandbox would otherwise create again: making a memory cgroup is the costliest part
 /// of creating one, and removing it the costliest part of removing one (0.28 ms of a 3 ms
-/// launch together on the reference host). When a directory cannot go yet, [`cgroup::Cgroup::remove`]
-/// retries (and removes the parents if empty, as it always does).
+/// launch together on the reference host). When a directory cannot go yet,
+/// [`cgroup::Cgroup::remove`] retries (and removes the parents if empty, as it always does).
 ///
-/// Best effort: `hardbox system gc` would find leftovers.
+/// Best effort: `hardbox system gc` sweeps leftovers of killed CLIs.
 fn remove_keeping_parents(mut group: cgroup::Cgroup) {
-    let removed =
-        group
-            .directories()
-            .iter()
-            .all(|directory| match std::fs::remove_dir(directory) {
-                Ok(()) => true,
-                Err(error) => error.kind() == std::io::ErrorKind::NotFound,
-            });
-    if removed {
-        // Every directory of the sandbox is gone; dropping the handle would only remove the
-        // emptied shared parents.
-        std::mem::forget(group);
-    } else {
+    if group.remove_leaves().is_err() {
         let _ = group.remove();
     }
 }
 
 /// The byte that lets init spawn the command.
 const GO: u8 = 1;
+/// The byte with which init sends the master of the command's terminal.
+const TERMINAL: u8 = 2;
+/// How long the parent waits, after the command ended, for the last of its terminal output.
+const TERMINAL_DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Size of the status record init sends when the command has ended.
 const STATUS_SIZE: usize = 8;
 const STATUS_EXITED: u32 = 1;
@@ -401,6 +425,39 @@ struct Joining {
     init_joined: bool,
 }
 
+/// The name of a sandbox's cgroup: the CLI's pid (which owns and removes it) and init's.
+fn cgroup_name(init: Pid) -> String {
+    format!(
+        "{CGROUP_PREFIX}{}-{}",
+        std::process::id(),
+        init.as_raw_nonzero()
+    )
+}
+
+const CGROUP_PREFIX: &str = "run-";
+
+/// Removes the cgroups of sandboxes whose CLI is gone (killed before it could remove them),
+/// killing anything left in them.
+///
+/// # Errors
+///
+/// When the host's cgroups cannot be read.
+pub fn sweep_cgroups() -> Result<cgroup::SweepReport, cgroup::DetectError> {
+    let host = cgroup::Host::detect()?;
+    Ok(cgroup::sweep(&host, |name| {
+        let Some(owner) = name
+            .strip_prefix(CGROUP_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(owner, _)| owner.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        // The owner is alive while /proc shows a hardbox with its pid.
+        std::fs::read_to_string(format!("/proc/{owner}/comm"))
+            .map_or(true, |comm| comm.trim_end() != "hardbox")
+    }))
+}
+
 /// Creates the sandbox's cgroup with the plan's limits; returns it with the v1 `tasks` files
 /// the command writes itself into (after init's setup, before the command's own steps).
 ///
@@ -434,7 +491,7 @@ fn create_cgroup(plan: &LaunchPlan, init: Pid) -> Result<Joining, LaunchError> {
     if all_legacy && !host.legacy.is_empty() {
         host.unified = None;
     }
-    let name = format!("run-{}-{}", std::process::id(), init.as_raw_nonzero());
+    let name = cgroup_name(init);
     let group =
         cgroup::Cgroup::create(&host, &name, &cgroup_limits).map_err(LaunchError::Cgroup)?;
     let mut files = Vec::new();
@@ -471,17 +528,19 @@ struct Ending {
     reaped: bool,
 }
 
-/// Waits for init's status record (or init's end), forwarding signals to init and killing the
-/// sandbox when `deadline` passes.
+/// Waits for init's status record (or init's end), forwarding signals to init, relaying the
+/// command's terminal, and killing the sandbox when `deadline` passes.
 fn supervise_init(
     init: Pid,
     socket: &OwnedFd,
     signal_fd: &SignalFd,
     deadline: Option<(Instant, Duration)>,
     group: Option<&cgroup::Cgroup>,
+    mut relay: Option<&mut Relay>,
 ) -> Result<Ending, Errno> {
     let mut record = [0u8; STATUS_SIZE];
     let mut filled = 0;
+    let mut events = [PollFlags::empty(); 4];
     loop {
         let remaining = match deadline {
             Some((at, after)) => {
@@ -501,8 +560,35 @@ fn supervise_init(
             }
             None => None,
         };
-        let ready = proc::poll_readable(&[signal_fd.as_fd(), socket.as_fd()], remaining)?;
-        if ready & 0b01 != 0 {
+        let mut fds = Vec::with_capacity(4);
+        fds.push(PollFd::new(signal_fd, PollFlags::IN));
+        fds.push(PollFd::new(socket, PollFlags::IN));
+        let interest = relay
+            .as_deref()
+            .map(|relay| relay.poll_fds(&mut fds))
+            .unwrap_or_default();
+        let timeout = remaining.map(|left| {
+            // Round up, so a wait never ends before the deadline.
+            let left = left + Duration::from_nanos(999);
+            rustix::event::Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(errno) => return Err(errno),
+        }
+        for (slot, fd) in events.iter_mut().zip(&fds) {
+            *slot = fd.revents();
+        }
+        let count = fds.len();
+        drop(fds);
+        let events = &events[..count];
+        if let Some(relay) = relay.as_deref_mut() {
+            relay.pump(interest, events);
+        }
+        if !events[0].is_empty() {
             while let Some(signal) = signal_fd.take()? {
                 if signal == libc_signal::CHLD {
                     if let Some((_, status)) =
@@ -513,13 +599,16 @@ fn supervise_init(
                             reaped: true,
                         });
                     }
+                } else if let (libc_signal::WINCH, Some(relay)) = (signal, relay.as_deref()) {
+                    // The terminal's size changes; the kernel signals the command.
+                    relay.resize();
                 } else if let Some(signal) = Signal::from_named_raw(signal) {
                     // Init may have just exited; its status follows.
                     let _ = rustix::process::kill_process(init, signal);
                 }
             }
         }
-        if ready & 0b10 != 0 {
+        if !events[1].is_empty() {
             match rustix::io::read(socket, &mut record[filled..]) {
                 Ok(0) => {
                     // Init ended without a status (killed): its own exit status tells.
@@ -551,6 +640,17 @@ fn supervise_init(
 /// The error a failure record describes.
 fn failure(plan: &LaunchPlan, record: &[u8; RECORD_SIZE]) -> LaunchError {
     let (phase, index, errno) = decode(record);
+    if phase == PHASE_TERMINAL {
+        let step = if index == 0 {
+            "open a terminal in the sandbox (/dev/ptmx)"
+        } else {
+            "make the terminal the command's controlling terminal"
+        };
+        return LaunchError::Step {
+            step: step.to_owned(),
+            errno,
+        };
+    }
     if phase == PHASE_CGROUP {
         return LaunchError::Step {
             step: "join the sandbox's cgroup".to_owned(),
@@ -646,7 +746,7 @@ fn supervise(target: Pid, reap_all: bool, signals: &SignalSet) -> Result<ExitSta
     loop {
         loop {
             let waited = if reap_all {
-                rustix::process::waitpid(None, WaitOptions::NOHANG)
+                rustix::process::wait(WaitOptions::NOHANG)
             } else {
                 rustix::process::waitpid(Some(target), WaitOptions::NOHANG)
             };
@@ -696,6 +796,11 @@ fn run_init(
 ) -> ! {
     // If the parent dies, so does the sandbox (the kernel then kills every process in it).
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    // With a terminal of its own, the sandbox leaves the CLI's session, so keys and window
+    // changes on the CLI's terminal signal only the CLI (which relays them once), not init too.
+    if plan.settings.tty {
+        let _ = rustix::process::setsid();
+    }
     let mut mounts = Vec::with_capacity(sys::process::MAX_DESCRIPTORS);
     match proc::receive_descriptors(socket.as_fd(), &mut mounts) {
         Ok(Some(_)) => {}
@@ -725,6 +830,20 @@ fn run_init(
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The passed mounts are attached now; the command must not inherit them.
     drop(mounts);
+    // The command's terminal belongs to the sandbox's devpts, now mounted.
+    let terminal = if plan.settings.tty {
+        match terminal::open_pair() {
+            Ok((master, slave)) => {
+                if proc::send_descriptors(socket.as_fd(), TERMINAL, &[master.as_fd()]).is_err() {
+                    proc::exit_immediately(EXIT_SETUP_FAILED);
+                }
+                Some(slave)
+            }
+            Err(errno) => fail(&report, PHASE_TERMINAL, 0, errno, EXIT_SETUP_FAILED),
+        }
+    } else {
+        None
+    };
     // The parent says "go" with the cgroup files the command joins (writing `0`: itself).
     let mut join_files = Vec::with_capacity(sys::process::MAX_DESCRIPTORS);
     match proc::receive_descriptors(socket.as_fd(), &mut join_files) {
@@ -741,9 +860,17 @@ fn run_init(
     // The command shares init's memory until it execs (init waits meanwhile): nothing of
     // init's address space is copied for a process that is about to replace it.
     let spawned = proc::spawn_sharing_memory(&mut || {
-        run_command(plan, &resources, &join_files, &report, previous_mask)
+        run_command(
+            plan,
+            &resources,
+            &join_files,
+            terminal.as_ref(),
+            &report,
+            previous_mask,
+        )
     });
     drop(join_files);
+    drop(terminal);
     let command = match spawned {
         Ok(pid) => pid,
         Err(errno) => fail(
@@ -761,7 +888,7 @@ fn run_init(
     proc::exit_immediately(status.code())
 }
 
-/// The command's process: joins the sandbox's cgroup, restores the signal state the CLI
+/// The command's process: joins the sandbox's cgroup, takes its terminal (with `-t`), restores the signal state the CLI
 /// started with, applies the command steps (the last is exec) and reports whichever fails.
 ///
 /// It shares init's memory until exec, so it drops nothing it borrows; the cgroup files close
@@ -770,12 +897,18 @@ fn run_command(
     plan: &LaunchPlan,
     resources: &Resources<'_>,
     join_files: &[OwnedFd],
+    terminal: Option<&OwnedFd>,
     report: &OwnedFd,
     previous_mask: &SignalSet,
 ) -> ! {
     for file in join_files {
         if let Err(errno) = proc::write_all(file, b"0") {
             fail(report, PHASE_CGROUP, 0, errno, EXIT_SETUP_FAILED);
+        }
+    }
+    if let Some(slave) = terminal {
+        if let Err(errno) = terminal::attach(slave) {
+            fail(report, PHASE_TERMINAL, 1, errno, EXIT_SETUP_FAILED);
         }
     }
     let prepared =

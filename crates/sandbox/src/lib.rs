@@ -16,10 +16,11 @@ pub mod apply;
 pub mod launch;
 pub mod plan;
 pub mod rootfs;
+mod terminal;
 
 pub use launch::{launch, ExitStatus, LaunchError, EXIT_TIMED_OUT};
 pub use plan::{
     Bind, HiddenKind, HiddenPath, Identity, LaunchPlan, PlanError, ResourceLimits, Rootfs,
     SandboxSettings, SkippedLayers, Step,
 };
-pub use rootfs::{CacheOwnership, ImageRootfs, RootfsError, Scratch};
+pub use rootfs::{CacheOwnership, ImageRootfs, RootfsError, Scratch, SweepReport};

@@ -186,6 +186,12 @@ pub struct SandboxSettings {
     pub timeout: Option<std::time::Duration>,
     /// Syscalls taken back from the seccomp filter's denials, by name.
     pub seccomp_allow: Vec<String>,
+    /// Give the command a terminal: a pseudo-terminal of the sandbox's own devpts as its
+    /// controlling terminal and stdin, stdout and stderr, relayed by the parent (`-t`).
+    pub tty: bool,
+    /// With `tty`: forward the parent's stdin to the terminal (`-i`). Without `tty` the command
+    /// inherits the parent's stdin either way.
+    pub interactive: bool,
 }
 
 /// Settings that cannot make a sandbox.
@@ -1007,6 +1013,8 @@ pub(crate) mod tests {
             },
             timeout: None,
             seccomp_allow: vec![],
+            tty: false,
+            interactive: false,
         }
     }
 

@@ -111,12 +111,28 @@ fn write_error(path: &Path) -> impl FnOnce(io::Error) -> RootfsError {
 }
 
 /// Removes a staging directory unless its content was renamed into place.
-struct StagingGuard(PathBuf);
+struct StagingGuard(PathBuf, #[allow(dead_code)] Option<fsutil::Lock>);
 
 impl Drop for StagingGuard {
     fn drop(&mut self) {
         let _ = remove_tree(&self.0);
     }
+}
+
+/// In every `.sandbox-*` and `.staging-*` directory: held by its owner while it lives, so
+/// [`sweep`] can tell a live directory from a killed command's leftover.
+const OWNER_LOCK: &str = "lock";
+/// In the cache directory: held shared while a directory is created and its owner lock taken,
+/// exclusive while [`sweep`] runs, so a sweep never sees a directory before its owner holds it.
+const CREATION_LOCK: &str = ".lock";
+
+/// Creates `path` (a directory) and takes its owner lock, under the cache's creation lock.
+fn create_owned(cache: &Path, path: &Path) -> Result<fsutil::Lock, RootfsError> {
+    let _creating = fsutil::Lock::acquire(&cache.join(CREATION_LOCK), fsutil::LockMode::Shared)
+        .map_err(write_error(cache))?;
+    fs::create_dir(path).map_err(write_error(path))?;
+    fsutil::Lock::acquire(&path.join(OWNER_LOCK), fsutil::LockMode::Exclusive)
+        .map_err(write_error(path))
 }
 
 /// Resolves `reference` in `store` and returns its cached root filesystem, unpacking it first
@@ -157,8 +173,8 @@ fn unpack(
     ownership: CacheOwnership,
 ) -> Result<(), RootfsError> {
     fs::create_dir_all(cache).map_err(write_error(cache))?;
-    let staging = StagingGuard(cache.join(fsutil::unique_name(".staging-")));
-    fs::create_dir(&staging.0).map_err(write_error(&staging.0))?;
+    let mut staging = StagingGuard(cache.join(fsutil::unique_name(".staging-")), None);
+    staging.1 = Some(create_owned(cache, &staging.0)?);
     let rootfs = staging.0.join("rootfs");
     // By digest: a tag moved meanwhile must not put another image under this key.
     store
@@ -211,6 +227,9 @@ pub struct Scratch {
     path: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// Held while the sandbox lives (its init inherits it too), so `hardbox system gc` leaves
+    /// the directory alone.
+    _owner: fsutil::Lock,
 }
 
 impl Scratch {
@@ -223,11 +242,12 @@ impl Scratch {
     pub fn create(image: &ImageRootfs) -> Result<Scratch, RootfsError> {
         let parent = image.directory.parent().unwrap_or(Path::new("/"));
         let path = parent.join(fsutil::unique_name(".sandbox-"));
-        fs::create_dir(&path).map_err(write_error(&path))?;
+        let owner = create_owned(parent, &path)?;
         let scratch = Scratch {
             upper: path.join("upper"),
             work: path.join("work"),
             path,
+            _owner: owner,
         };
         let root = fs::metadata(&image.directory).map_err(write_error(&image.directory))?;
         for directory in [&scratch.upper, &scratch.work] {
@@ -255,6 +275,72 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = remove_tree(&self.path);
     }
+}
+
+/// What [`sweep`] removed from the rootfs cache.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Scratch and staging directories of sandboxes and unpacks whose command was killed.
+    pub abandoned: Vec<PathBuf>,
+    /// Cached root filesystems of images no longer in the store.
+    pub unused_images: Vec<PathBuf>,
+}
+
+/// Removes what killed commands left in the store's rootfs cache (directories whose owner lock
+/// is free) and, when no sandbox is running from the cache, the cached root filesystems of
+/// images the store no longer holds.
+///
+/// # Errors
+///
+/// [`RootfsError::Write`] naming the directory that could not be read, locked or removed.
+pub fn sweep(store: &Store) -> Result<SweepReport, RootfsError> {
+    let cache = store.root().join(CACHE_DIRECTORY);
+    let mut report = SweepReport::default();
+    if !cache.is_dir() {
+        return Ok(report);
+    }
+    let _sweeping = fsutil::Lock::acquire(&cache.join(CREATION_LOCK), fsutil::LockMode::Exclusive)
+        .map_err(write_error(&cache))?;
+    let mut live = 0;
+    let mut cached = Vec::new();
+    for entry in fs::read_dir(&cache).map_err(write_error(&cache))? {
+        let entry = entry.map_err(write_error(&cache))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".sandbox-") || name.starts_with(".staging-") {
+            // Under the creation lock every such directory has its owner lock file.
+            match fsutil::Lock::try_acquire(&path.join(OWNER_LOCK), fsutil::LockMode::Exclusive) {
+                Ok(Some(_free)) => {
+                    remove_tree(&path).map_err(write_error(&path))?;
+                    report.abandoned.push(path);
+                }
+                Ok(None) => live += 1,
+                Err(error) => return Err(write_error(&path)(error)),
+            }
+        } else if !name.starts_with('.') && entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            cached.push((name.into_owned(), path));
+        }
+    }
+    if live == 0 {
+        let images: Vec<String> = store
+            .images()
+            .map_err(|error| RootfsError::Write {
+                path: store.root().to_owned(),
+                source: io::Error::other(error.to_string()),
+            })?
+            .iter()
+            .map(|image| image.digest.hex().to_owned())
+            .collect();
+        for (name, path) in cached {
+            let digest = name.split_once('-').map_or(name.as_str(), |(hex, _)| hex);
+            if !images.iter().any(|hex| hex == digest) {
+                remove_tree(&path).map_err(write_error(&path))?;
+                report.unused_images.push(path);
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Removes `path` and everything under it, making directories the caller owns searchable

@@ -326,6 +326,8 @@ fn resolve(args: &RunArgs, image: Option<&PreparedImage>) -> Result<SandboxSetti
         limits: resource_limits(&policy),
         timeout: Some(policy.limits.timeout.duration()),
         seccomp_allow: seccomp_allow(&policy),
+        tty: args.tty,
+        interactive: args.interactive,
     })
 }
 
@@ -459,6 +461,8 @@ fn resolve_image(
         limits: resource_limits(policy),
         timeout: Some(policy.limits.timeout.duration()),
         seccomp_allow: seccomp_allow(policy),
+        tty: args.tty,
+        interactive: args.interactive,
     })
 }
 
