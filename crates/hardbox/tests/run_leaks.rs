@@ -386,4 +386,60 @@ fn a_sigkilled_root_cli_takes_its_sandbox_processes_and_mounts_with_it() {
     let after = fixture.snapshot(&clis);
     let new_mounts: Vec<_> = after.mounts.difference(&fixture.before.mounts).collect();
     assert!(new_mounts.is_empty(), "mounts left: {new_mounts:#?}");
+    // What a killed CLI cannot remove itself: its cgroup leaf and, on an image, its scratch
+    // directory. `system gc` finds them by their free owner locks and dead owners.
+    assert!(
+        !after.cgroups.is_empty() && after.store_scratch != fixture.before.store_scratch,
+        "the killed CLIs left nothing to sweep: {after:#?}"
+    );
+    let gc = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["system", "gc", "--json"])
+        .env("HARDBOX_ROOT", fixture.store())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&gc.stdout);
+    assert!(
+        gc.status.success(),
+        "gc: {report}{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let swept = fixture.snapshot(&clis);
+    assert_eq!(swept.cgroups, BTreeSet::new(), "cgroups left after gc");
+    assert_eq!(
+        swept.store_scratch, fixture.before.store_scratch,
+        "scratch left after gc: {report}"
+    );
+}
+
+/// `system gc` while sandboxes run leaves their scratch directories and cgroups alone.
+#[test]
+fn gc_leaves_running_sandboxes_alone() {
+    let fixture = Fixture::new("gc-live");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["run", "--pids-limit", "64", "img:1", "--"])
+        .args(["/bin/sh", "-c", "echo up; read line; echo fine"])
+        .env("HARDBOX_ROOT", fixture.store())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cli = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "up\n");
+    let live = fixture.snapshot(&[cli]);
+    let gc = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["system", "gc"])
+        .env("HARDBOX_ROOT", fixture.store())
+        .output()
+        .unwrap();
+    assert!(gc.status.success());
+    assert_eq!(fixture.snapshot(&[cli]), live, "gc touched a live sandbox");
+    std::io::Write::write_all(&mut stdin, b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "fine\n", "the sandbox broke under gc");
+    assert!(child.wait().unwrap().success());
 }

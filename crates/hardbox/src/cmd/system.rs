@@ -15,8 +15,20 @@ pub fn run(root: Option<PathBuf>, command: SystemCommand) -> Result<u8> {
     match command {
         SystemCommand::Gc(flags) => {
             let report = store.gc()?;
+            let rootfs = sandbox::rootfs::sweep(&store)?;
+            // Cgroups exist only where this user may create them; elsewhere there is nothing
+            // to sweep.
+            let cgroups = sandbox::launch::sweep_cgroups().unwrap_or_default();
             if flags.json {
-                output::json(&report)?;
+                output::json(&serde_json::json!({
+                    "blobs_removed": report.blobs_removed,
+                    "blob_bytes_freed": report.blob_bytes_freed,
+                    "tmp_removed": report.tmp_removed,
+                    "tmp_bytes_freed": report.tmp_bytes_freed,
+                    "abandoned_sandbox_directories": rootfs.abandoned,
+                    "unused_image_rootfs": rootfs.unused_images,
+                    "abandoned_cgroups": cgroups.removed,
+                }))?;
             } else {
                 output::line(&format!(
                     "removed {} unreferenced blobs ({}) and {} leftovers in tmp/ ({})",
@@ -25,6 +37,19 @@ pub fn run(root: Option<PathBuf>, command: SystemCommand) -> Result<u8> {
                     report.tmp_removed,
                     human_size(report.tmp_bytes_freed)
                 ))?;
+                output::line(&format!(
+                    "removed {} directories and {} cgroups of killed sandboxes, and {} unpacked \
+                     images no longer in the store",
+                    rootfs.abandoned.len(),
+                    cgroups.removed.len(),
+                    rootfs.unused_images.len()
+                ))?;
+            }
+            for (path, reason) in &cgroups.failed {
+                output::warn(&format!(
+                    "could not remove cgroup {}: {reason}",
+                    path.display()
+                ));
             }
             Ok(exit::OK)
         }
