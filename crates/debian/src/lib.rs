@@ -5,9 +5,15 @@
 //! - [`version`]: Debian versions, ordered exactly as dpkg orders them.
 //! - [`relation`]: `Depends`-style relation fields: alternatives, version constraints,
 //!   architecture qualifiers and restrictions, build profiles.
+//! - [`sources`]: APT sources (one-line and deb822), refusing options that disable verification.
+//! - [`openpgp`]: keyrings and signature checks of `InRelease` / `Release.gpg`.
+//! - [`release`]: the `Release` file: validity dates and the SHA-256 table of indexes.
 
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod openpgp;
 pub mod relation;
+pub mod release;
+pub mod sources;
 pub mod version;
