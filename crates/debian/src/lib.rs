@@ -2,6 +2,8 @@
 //!
 //! - [`control`]: deb822 paragraphs (`Packages`, `Release`, `control`, deb822 `.sources`),
 //!   borrowed from the text they were parsed from, with line numbers for errors.
+//! - [`deb`]: binary packages: the `ar` container, the control tarball in memory, `data.tar`
+//!   streamed and decompressed once.
 //! - [`version`]: Debian versions, ordered exactly as dpkg orders them.
 //! - [`relation`]: `Depends`-style relation fields: alternatives, version constraints,
 //!   architecture qualifiers and restrictions, build profiles.
@@ -12,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod deb;
 pub mod openpgp;
 pub mod relation;
 pub mod release;
