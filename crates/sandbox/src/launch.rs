@@ -284,16 +284,31 @@ fn launch_with_signals_blocked(
         let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
         error
     };
-    configure_init(plan, init, &parent_socket).map_err(abandon)?;
-    // While init mounts the sandbox's filesystem, create the cgroup; init spawns the command
-    // only after the "go" below, and the command joins the cgroup before its first step.
-    let (group, join_files, init_joined) =
-        if plan.settings.limits.needs_cgroup() && !plan.settings.skip.cgroups {
-            let joining = create_cgroup(plan, init).map_err(abandon)?;
+    // The cgroup is created on a second thread while this one writes init's id maps and
+    // prepares its mounts (an overlay for an image), and init mounts the sandbox's filesystem
+    // meanwhile: the three cost about the same, and none waits for another. Init spawns the
+    // command only after the "go" below, and the command joins the cgroup before its first
+    // step. (Init was cloned before the thread exists, so no lock can be held across a fork.)
+    let wants_cgroup = plan.settings.limits.needs_cgroup() && !plan.settings.skip.cgroups;
+    let (configured, joining) = std::thread::scope(|scope| {
+        let creating = wants_cgroup.then(|| scope.spawn(|| create_cgroup(plan, init)));
+        let configured = configure_init(plan, init, &parent_socket);
+        let joining = creating.map(|thread| {
+            thread.join().unwrap_or(Err(LaunchError::Parent {
+                call: "create the cgroup (the thread panicked)",
+                errno: Errno::INVAL,
+            }))
+        });
+        (configured, joining)
+    });
+    configured.map_err(abandon)?;
+    let (group, join_files, init_joined) = match joining {
+        Some(joining) => {
+            let joining = joining.map_err(abandon)?;
             (Some(joining.group), joining.files, joining.init_joined)
-        } else {
-            (None, Vec::new(), false)
-        };
+        }
+        None => (None, Vec::new(), false),
+    };
     // With a terminal, init sends its master once the filesystem is in place; if init failed
     // instead, the socket is closed and its report below says why.
     let mut relay = None;

@@ -28,7 +28,7 @@ SCENARIOS = {
     "winch": BASE + ["-it", "--", "/usr/bin/python3", "-c",
                      "import os, signal, sys\n"
                      "def on(*_):\n"
-                     "    s = os.get_terminal_size(0); print('WINCH', s.columns, s.lines, flush=True)\n"
+                     "    s = os.get_terminal_size(0); os.write(1, f'WINCH {s.columns} {s.lines}\\n'.encode())\n"
                      "signal.signal(signal.SIGWINCH, on)\n"
                      "print('READY', flush=True)\n"
                      "sys.stdin.readline()\n"],
@@ -45,8 +45,9 @@ def size(fd, rows, cols):
 def main():
     pid, master = pty.fork()
     if pid == 0:
+        # Sized before hardbox starts, so no size change races its start.
+        size(0, 33, 101)
         os.execv(HARDBOX, SCENARIOS[SCENARIO])
-    size(master, 33, 101)
     before = termios.tcgetattr(master)
     output = b""
     deadline = time.monotonic() + 30
