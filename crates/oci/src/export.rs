@@ -17,8 +17,9 @@ use types::{Digest, Sha256Writer};
 
 use crate::error::{BlobError, ResolveError, StoreError};
 use crate::images::ReadImageError;
-use crate::spec::{Descriptor, Index, Layout, ANNOTATION_REF_NAME};
+use crate::spec::{Descriptor, Index, Layout, ANNOTATION_REF_NAME, EMPTY_JSON, MEDIA_TYPE_EMPTY};
 use crate::store::{check, Image, Store};
+use crate::write::{referrers_in, Referrer};
 
 /// The formats `image export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,11 @@ impl Store {
         }
         let _lock = self.lock_store(LockMode::Shared)?;
         let (image, names) = self.load_reference(reference)?;
+        let referrers = if format == ExportFormat::DockerArchive {
+            Vec::new()
+        } else {
+            self.referrers_of(&image.descriptor.digest)?
+        };
         let parent = match output.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
@@ -104,12 +110,12 @@ impl Store {
             move |source| ExportError::Write { path, source }
         };
         match format {
-            ExportFormat::OciDir => self.write_oci_dir(&image, &names, temp.path())?,
+            ExportFormat::OciDir => self.write_oci_dir(&image, &names, &referrers, temp.path())?,
             ExportFormat::OciArchive | ExportFormat::DockerArchive => {
                 let file = fs::File::create(temp.path()).map_err(write_error(temp.path()))?;
                 let mut tar = tar::Builder::new(BufWriter::new(file));
                 if format == ExportFormat::OciArchive {
-                    self.write_oci_archive(&image, &names, &mut tar, temp.path())?;
+                    self.write_oci_archive(&image, &names, &referrers, &mut tar, temp.path())?;
                 } else {
                     self.write_docker_archive(&image, &names, &mut tar, temp.path())?;
                 }
@@ -145,8 +151,29 @@ impl Store {
         }
     }
 
-    /// The layout `index.json` for an exported image: one entry per name.
-    fn export_index(image: &Image, names: &[String]) -> Index {
+    /// The referrers of `subject`, and theirs, in `index.json` order.
+    fn referrers_of(&self, subject: &Digest) -> Result<Vec<Referrer>, StoreError> {
+        let index = self.read_index()?;
+        let all = referrers_in(self, &index);
+        let mut wanted = vec![subject.clone()];
+        let mut out: Vec<Referrer> = Vec::new();
+        while let Some(digest) = wanted.pop() {
+            for referrer in all.iter().filter(|r| r.subject == digest) {
+                if !out
+                    .iter()
+                    .any(|o| o.descriptor.digest == referrer.descriptor.digest)
+                {
+                    wanted.push(referrer.descriptor.digest.clone());
+                    out.push(referrer.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The layout `index.json` for an exported image: one entry per name, then its referrers
+    /// (unnamed, with their `artifactType`), as OCI 1.1 layouts list them.
+    fn export_index(image: &Image, names: &[String], referrers: &[Referrer]) -> Index {
         let mut index = Index::default();
         let mut entry = image.descriptor.clone();
         entry.annotations.clear();
@@ -161,17 +188,31 @@ impl Store {
             index.manifests.push(named);
         }
         index
+            .manifests
+            .extend(referrers.iter().map(|r| r.descriptor.clone()));
+        index
     }
 
-    /// Every blob of an image: manifest, config, layers (deduplicated).
-    fn blobs_of(image: &Image) -> Vec<(&'static str, Descriptor)> {
+    /// Every blob of an image and its referrers: manifests, configs, layers (deduplicated).
+    fn blobs_of(&self, image: &Image, referrers: &[Referrer]) -> Vec<(&'static str, Descriptor)> {
         let mut all = vec![
             ("manifest", image.descriptor.clone()),
             ("config", image.manifest.config.clone()),
         ];
+        let mut push = |kind: &'static str, descriptor: &Descriptor| {
+            if !all.iter().any(|(_, d)| d.digest == descriptor.digest) {
+                all.push((kind, descriptor.clone()));
+            }
+        };
         for layer in &image.manifest.layers {
-            if !all.iter().any(|(_, d)| d.digest == layer.digest) {
-                all.push(("layer", layer.clone()));
+            push("layer", layer);
+        }
+        for referrer in referrers {
+            push("referrer manifest", &referrer.descriptor);
+            // The empty config every referrer shares.
+            push("config", &empty_descriptor());
+            for blob in &referrer.blobs {
+                push("referrer blob", blob);
             }
         }
         all
@@ -201,6 +242,7 @@ impl Store {
         &self,
         image: &Image,
         names: &[String],
+        referrers: &[Referrer],
         dir: &Path,
     ) -> Result<(), ExportError> {
         let blobs = dir.join("blobs").join("sha256");
@@ -214,7 +256,7 @@ impl Store {
             source,
         })?;
         write_synced(&layout, &bytes)?;
-        for (kind, descriptor) in Self::blobs_of(image) {
+        for (kind, descriptor) in self.blobs_of(image, referrers) {
             let path = blobs.join(descriptor.digest.hex());
             let write_error = |source| ExportError::Write {
                 path: path.clone(),
@@ -227,11 +269,12 @@ impl Store {
             file.sync_all().map_err(write_error)?;
         }
         let index = dir.join("index.json");
-        let bytes =
-            to_json(&Self::export_index(image, names)).map_err(|source| ExportError::Write {
+        let bytes = to_json(&Self::export_index(image, names, referrers)).map_err(|source| {
+            ExportError::Write {
                 path: index.clone(),
                 source,
-            })?;
+            }
+        })?;
         write_synced(&index, &bytes)?;
         for d in [blobs.as_path(), &dir.join("blobs"), dir] {
             fsutil::sync_dir(d).map_err(|source| ExportError::Write {
@@ -246,6 +289,7 @@ impl Store {
         &self,
         image: &Image,
         names: &[String],
+        referrers: &[Referrer],
         tar: &mut tar::Builder<BufWriter<fs::File>>,
         path: &Path,
     ) -> Result<(), ExportError> {
@@ -261,7 +305,7 @@ impl Store {
             &to_json(&Layout::default()).map_err(write_error)?,
         )
         .map_err(write_error)?;
-        for (kind, descriptor) in Self::blobs_of(image) {
+        for (kind, descriptor) in self.blobs_of(image, referrers) {
             let name = format!("blobs/sha256/{}", descriptor.digest.hex());
             let file = self
                 .open_blob(kind, &descriptor)
@@ -275,7 +319,7 @@ impl Store {
             let (digest, size, _) = reader.hash.finish();
             check(kind, &descriptor, &digest, size).map_err(Self::blob_error(image))?;
         }
-        let index = to_json(&Self::export_index(image, names)).map_err(write_error)?;
+        let index = to_json(&Self::export_index(image, names, referrers)).map_err(write_error)?;
         append_bytes(tar, "index.json", &index).map_err(write_error)
     }
 
@@ -365,9 +409,10 @@ impl Store {
         ));
         match compression {
             layer::Compression::None => io::copy(&mut compressed, &mut out),
-            layer::Compression::Gzip => {
-                io::copy(&mut flate2::read::GzDecoder::new(&mut compressed), &mut out)
-            }
+            layer::Compression::Gzip => io::copy(
+                &mut flate2::read::MultiGzDecoder::new(&mut compressed),
+                &mut out,
+            ),
             layer::Compression::Zstd => zstd::stream::read::Decoder::new(&mut compressed)
                 .and_then(|mut decoder| io::copy(&mut decoder, &mut out)),
         }
@@ -399,6 +444,15 @@ impl Store {
         tar.append_data(&mut file_header(uncompressed), name, &mut staged_file)
             .map_err(write_error)
     }
+}
+
+/// The descriptor of the empty JSON blob, the config of every referrer.
+fn empty_descriptor() -> Descriptor {
+    Descriptor::new(
+        MEDIA_TYPE_EMPTY,
+        Digest::of(EMPTY_JSON),
+        EMPTY_JSON.len() as u64,
+    )
 }
 
 /// Serialises one of the small JSON documents an export writes.

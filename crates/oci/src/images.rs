@@ -153,7 +153,18 @@ pub(crate) fn add_unnamed(index: &mut Index, descriptor: &Descriptor) {
     }
 }
 
-/// Every blob reachable from `descriptors` (manifests, configs, layers, nested indexes).
+/// The entries of `index.json` that are images (referrers are not).
+pub(crate) fn image_entries(index: &Index) -> Vec<Descriptor> {
+    index
+        .manifests
+        .iter()
+        .filter(|d| !d.is_referrer())
+        .cloned()
+        .collect()
+}
+
+/// Every blob reachable from `descriptors` (manifests, configs, layers, nested indexes,
+/// referrers' blobs).
 pub(crate) fn reachable(
     store: &Store,
     descriptors: &[Descriptor],
@@ -167,6 +178,11 @@ pub(crate) fn reachable(
         if spec::is_index(&descriptor.media_type) {
             let bytes = store.read_metadata("index", &descriptor)?;
             pending.extend(parse_index(&descriptor, &bytes)?.manifests);
+        } else if descriptor.is_referrer() {
+            let bytes = store.read_metadata("manifest", &descriptor)?;
+            let manifest = crate::write::parse_artifact(&descriptor, &bytes)?;
+            seen.insert(manifest.config.digest);
+            seen.extend(manifest.layers.into_iter().map(|l| l.digest));
         } else {
             let bytes = store.read_metadata("manifest", &descriptor)?;
             let manifest = crate::store::parse_manifest(&descriptor, &bytes)?;
@@ -181,7 +197,7 @@ impl Store {
     /// Finds the manifest descriptor a reference names.
     pub fn resolve(&self, reference: &str) -> Result<Descriptor, ResolveError> {
         let index = self.read_index()?;
-        names::resolve(&index.manifests, reference).cloned()
+        names::resolve(&image_entries(&index), reference).cloned()
     }
 
     /// Resolves and loads an image.
@@ -190,7 +206,8 @@ impl Store {
         reference: &str,
     ) -> Result<(Image, Vec<String>), ReadImageError> {
         let index = self.read_index()?;
-        let descriptor = names::resolve(&index.manifests, reference)?;
+        let images = image_entries(&index);
+        let descriptor = names::resolve(&images, reference)?;
         let names = names_of(&index, &descriptor.digest);
         let image = self
             .load_image(descriptor)
@@ -207,7 +224,7 @@ impl Store {
         let _lock = self.lock_store(LockMode::Shared)?;
         let index = self.read_index()?;
         let mut out: Vec<ImageSummary> = Vec::new();
-        for descriptor in &index.manifests {
+        for descriptor in &image_entries(&index) {
             if out.iter().any(|s| s.digest == descriptor.digest) {
                 continue;
             }
@@ -279,16 +296,15 @@ impl Store {
             source: e,
         })?;
         let _lock = self.lock_store(LockMode::Shared)?;
-        let digest =
-            self.update_index(
-                |index| match names::resolve(&index.manifests, source).cloned() {
-                    Ok(descriptor) => {
-                        set_name(index, &descriptor, &name);
-                        (true, Ok(descriptor.digest))
-                    }
-                    Err(e) => (false, Err(e)),
-                },
-            )??;
+        let digest = self.update_index(|index| {
+            match names::resolve(&image_entries(index), source).cloned() {
+                Ok(descriptor) => {
+                    set_name(index, &descriptor, &name);
+                    (true, Ok(descriptor.digest))
+                }
+                Err(e) => (false, Err(e)),
+            }
+        })??;
         Ok((digest, name))
     }
 
@@ -300,8 +316,8 @@ impl Store {
             let mut untagged = Vec::new();
             let mut removed: Vec<Descriptor> = Vec::new();
             for reference in references {
-                let descriptor = match names::resolve(&index.manifests, reference) {
-                    Ok(d) => d.clone(),
+                let descriptor = match names::resolve(&image_entries(index), reference).cloned() {
+                    Ok(d) => d,
                     Err(e) => return (false, Err(e)),
                 };
                 let by_name = descriptor.ref_name().is_some_and(|n| {
@@ -321,6 +337,8 @@ impl Store {
                 });
                 removed.push(descriptor);
             }
+            // Referrers go with their subject.
+            removed.extend(crate::write::prune_referrers(self, index));
             (true, Ok((removed, index.manifests.clone(), untagged)))
         })??;
 
@@ -332,7 +350,7 @@ impl Store {
             .into_iter()
             .filter(|d| !remaining.iter().any(|r| r.digest == d.digest))
             .collect();
-        for descriptor in &gone {
+        for descriptor in gone.iter().filter(|d| !d.is_referrer()) {
             if !report.deleted_images.contains(&descriptor.digest) {
                 report.deleted_images.push(descriptor.digest.clone());
             }

@@ -396,6 +396,10 @@ fn plan_layout(
     let mut chosen: Vec<(Descriptor, Vec<String>)> = Vec::new();
     let mut flat: Vec<(Descriptor, Vec<String>)> = Vec::new();
     for descriptor in &index.manifests {
+        // Referrers (SBOMs, signatures) exported along with an image are not images.
+        if descriptor.is_referrer() {
+            continue;
+        }
         let names = source_names(source, descriptor)?;
         if spec::is_index(&descriptor.media_type) {
             let bytes = blobs.read("index", descriptor)?;
@@ -595,8 +599,10 @@ fn import_docker(
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_owned()),
+            artifact_type: None,
             config: config_descriptor,
             layers,
+            subject: None,
             annotations: Default::default(),
         };
         let manifest_bytes =

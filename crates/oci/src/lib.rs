@@ -6,7 +6,7 @@
 //! before it is trusted, and an interrupted command leaves at most unreferenced blobs and `tmp/`
 //! leftovers, which [`Store::gc`] removes and [`Store::fsck`] does not count as damage.
 //!
-//! Entry point: [`Store`]. Models: [`spec`].
+//! Entry point: [`Store`]. Models: [`spec`]. New images and referrers: [`Store::writer`].
 
 mod error;
 mod export;
@@ -17,6 +17,7 @@ mod names;
 pub mod spec;
 mod store;
 mod unpack;
+mod write;
 
 pub use error::{is_unknown_reference, BlobError, NameError, ResolveError, StoreError};
 pub use export::{ExportError, ExportFormat};
@@ -29,3 +30,4 @@ pub use maintenance::{FsckError, FsckProblem, FsckReport, GcError, GcReport};
 pub use names::{normalize_name, split_name};
 pub use store::{Image, Store};
 pub use unpack::{UnpackError, UnpackReport};
+pub use write::{ImageWriter, Referrer, WriteError};

@@ -25,6 +25,8 @@ use crate::store::{check_layer_count, parse_config, parse_index, parse_manifest,
 /// What `gc` removed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
+    /// Referrers removed from `index.json` because their subject is gone.
+    pub referrers_removed: usize,
     pub blobs_removed: usize,
     pub blob_bytes_freed: u64,
     pub tmp_removed: usize,
@@ -129,6 +131,9 @@ impl fmt::Display for FsckProblem {
 pub struct FsckReport {
     pub blobs_checked: usize,
     pub images_checked: usize,
+    pub referrers_checked: usize,
+    /// Referrers whose subject is no longer in the store (not damage; `gc` removes them).
+    pub dangling_referrers: Vec<Digest>,
     /// Damage; the store is intact when this is empty.
     pub problems: Vec<FsckProblem>,
     /// Blobs no image refers to (not damage; `gc` removes them).
@@ -160,9 +165,16 @@ impl Store {
     /// Removes blobs no image refers to and everything in `tmp/`.
     pub fn gc(&self) -> Result<GcReport, GcError> {
         let _lock = self.lock_store(LockMode::Exclusive)?;
+        let pruned = self.update_index(|index| {
+            let pruned = crate::write::prune_referrers(self, index);
+            (!pruned.is_empty(), pruned.len())
+        })?;
         let index = self.read_index()?;
         let keep = reachable(self, &index.manifests).map_err(GcError::Walk)?;
-        let mut report = GcReport::default();
+        let mut report = GcReport {
+            referrers_removed: pruned,
+            ..GcReport::default()
+        };
         let list_error = |path: PathBuf| move |source| GcError::List { path, source };
         let blobs = self.blobs_dir().to_owned();
         for entry in fs::read_dir(&blobs).map_err(list_error(blobs.clone()))? {
@@ -267,7 +279,20 @@ impl Store {
                     problems: &mut report.problems,
                 };
                 let mut seen = BTreeSet::new();
+                let listed: BTreeSet<Digest> =
+                    index.manifests.iter().map(|d| d.digest.clone()).collect();
                 for descriptor in &index.manifests {
+                    if descriptor.is_referrer() {
+                        if seen.insert(descriptor.digest.clone()) {
+                            report.referrers_checked += 1;
+                            if let Some(subject) = checker.check_referrer(descriptor) {
+                                if !listed.contains(&subject) {
+                                    report.dangling_referrers.push(descriptor.digest.clone());
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     if seen.insert(descriptor.digest.clone()) {
                         report.images_checked += 1;
                         let by = descriptor
@@ -351,6 +376,30 @@ impl Checker<'_> {
             referenced_by: by.to_owned(),
             error: error_chain(error),
         });
+    }
+
+    /// Checks a referrer's manifest, config and blobs; returns its subject when it can be read.
+    fn check_referrer(&mut self, descriptor: &Descriptor) -> Option<Digest> {
+        let by = format!("referrer {}", descriptor.digest.short());
+        if !self.check_blob("manifest", descriptor, "index.json") {
+            return None;
+        }
+        let manifest = match self
+            .store
+            .read_metadata("manifest", descriptor)
+            .and_then(|bytes| crate::write::parse_artifact(descriptor, &bytes))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                self.invalid("manifest", &descriptor.digest, "index.json", &e);
+                return None;
+            }
+        };
+        self.check_blob("config", &manifest.config, &by);
+        for blob in &manifest.layers {
+            self.check_blob("referrer blob", blob, &by);
+        }
+        manifest.subject.map(|s| s.digest)
     }
 
     fn check_entry(&mut self, descriptor: &Descriptor, by: &str, depth: usize) {

@@ -20,6 +20,10 @@ pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distributio
 pub const MEDIA_TYPE_DOCKER_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// The empty descriptor's media type: the config of an artifact manifest (OCI 1.1).
+pub const MEDIA_TYPE_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// The content of the empty blob (`{}`).
+pub const EMPTY_JSON: &[u8] = b"{}";
 
 /// The annotation holding an image's name in an OCI layout's `index.json`.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -61,6 +65,10 @@ pub struct Descriptor {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// The artifact type of the manifest this descriptor points to (OCI 1.1). In the store's
+    /// `index.json` it marks referrers (SBOMs, signatures, provenance), which are not images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -72,8 +80,15 @@ impl Descriptor {
             digest,
             size,
             platform: None,
+            artifact_type: None,
             annotations: BTreeMap::new(),
         }
+    }
+
+    /// Whether this `index.json` entry is a referrer (an artifact attached to another manifest)
+    /// rather than an image.
+    pub fn is_referrer(&self) -> bool {
+        self.artifact_type.is_some()
     }
 
     /// The `org.opencontainers.image.ref.name` annotation, if any.
@@ -101,9 +116,15 @@ pub struct Manifest {
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// The type of an artifact manifest (OCI 1.1); absent for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     pub config: Descriptor,
     #[serde(default)]
     pub layers: Vec<Descriptor>,
+    /// The manifest this one refers to (OCI 1.1 referrers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -278,6 +299,19 @@ pub struct RunConfig {
     pub working_dir: Option<String>,
     #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+    /// Ports as `port/proto` keys with empty objects as values, as the spec writes them.
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Map<String, serde_json::Value>>>,
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
