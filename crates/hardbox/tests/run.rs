@@ -123,6 +123,46 @@ fn hidden_paths_are_unreadable_also_through_a_symlink_in_the_workspace() {
     assert!(text.matches("Permission denied").count() >= 5, "{text}");
 }
 
+/// As root with the HOME of another user (`sudo -E`): hidden paths under a 0700 home the
+/// sandbox cannot even traverse need no mask, and the launch must not fail over them.
+#[test]
+fn hidden_paths_under_a_home_the_sandbox_cannot_traverse_do_not_stop_the_launch() {
+    require_root();
+    let home = tempfile::Builder::new()
+        .prefix("hardbox-home-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::create_dir(home.path().join(".ssh")).unwrap();
+    std::fs::write(home.path().join(".ssh/id_ed25519"), "secret key").unwrap();
+    for path in [home.path().to_owned(), home.path().join(".ssh")] {
+        std::os::unix::fs::chown(&path, Some(4321), Some(4321)).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+    }
+    let dir = workspace();
+    let output = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["run", "--host", "--workspace"])
+        .arg(dir.path())
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat \"$0/.ssh/id_ed25519\" 2>&1; echo done",
+        ])
+        .arg(home.path())
+        .env("HOME", home.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
+    assert!(
+        out.contains("Permission denied") && !out.contains("secret key"),
+        "{out}"
+    );
+    assert!(out.ends_with("done\n"), "{out}");
+}
+
 #[test]
 fn capabilities_are_dropped_and_no_new_privs_is_set() {
     let dir = workspace();

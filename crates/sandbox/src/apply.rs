@@ -9,7 +9,8 @@ use std::path::Path;
 use sys::process::ExecTarget;
 use sys::{Errno, LandlockEnforcement, LandlockRules, SeccompFilter, Syscalls};
 
-use crate::plan::{Step, NEW_ROOT};
+use crate::plan::{HiddenKind, Step, EMPTY_FILE, NEW_ROOT};
+use sys::{Filesystem, MountAttributes};
 
 /// What some steps need beyond their own data.
 pub struct Resources<'a> {
@@ -41,6 +42,26 @@ pub fn apply<S: Syscalls>(
         apply_one(step, sys, resources).map_err(|errno| StepFailure { index, errno })?;
     }
     Ok(())
+}
+
+/// Masks a hidden path (see [`Step::Mask`]).
+fn mask<S: Syscalls>(sys: &mut S, target: &Path, kind: HiddenKind) -> Result<(), Errno> {
+    let masked = match kind {
+        HiddenKind::Directory => sys.mount_filesystem(
+            Filesystem::Tmpfs,
+            target,
+            MountAttributes::SEALED,
+            "mode=000,size=4k,nr_inodes=1",
+        ),
+        HiddenKind::File => sys
+            .bind_mount(Path::new(EMPTY_FILE), target)
+            .and_then(|()| sys.set_mount_attributes(target, MountAttributes::SEALED, false)),
+    };
+    match masked {
+        // Unreachable for the sandbox already: nothing to hide.
+        Err(Errno::ACCESS) => Ok(()),
+        other => other,
+    }
 }
 
 /// `mkdir -p` the parents of `path` under the new root, then create `path` itself; what
@@ -98,6 +119,7 @@ fn apply_one<S: Syscalls>(
             attributes,
             recursive,
         } => sys.set_mount_attributes(target, *attributes, *recursive),
+        Step::Mask { target, kind } => mask(sys, target, *kind),
         Step::PivotRoot { new_root, put_old } => sys.pivot_root(new_root, put_old),
         Step::DetachMount { target } => sys.detach_mount(target),
         Step::ChangeDirectory { path } => sys.change_directory(path),

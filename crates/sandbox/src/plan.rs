@@ -267,6 +267,14 @@ pub enum Step {
         attributes: MountAttributes,
         recursive: bool,
     },
+    /// Masks a hidden path: an empty sealed tmpfs over a directory, the empty file bound over a
+    /// file. A path the sandbox cannot reach at all (a directory on the way denies it search
+    /// permission, `EACCES`) needs no mask and is left as it is: the sandbox's credentials only
+    /// shrink after this step.
+    Mask {
+        target: PathBuf,
+        kind: HiddenKind,
+    },
     PivotRoot {
         new_root: PathBuf,
         put_old: PathBuf,
@@ -325,6 +333,7 @@ impl fmt::Display for Step {
             Step::SetMountAttributes { target, .. } => {
                 write!(f, "set mount flags of {}", shown(target))
             }
+            Step::Mask { target, .. } => write!(f, "hide {}", shown(target)),
             Step::PivotRoot { new_root, .. } => write!(f, "pivot_root to {}", shown(new_root)),
             Step::DetachMount { .. } => f.write_str("detach the old root"),
             Step::ChangeDirectory { path } => write!(f, "change directory to {}", shown(path)),
@@ -740,26 +749,10 @@ impl LaunchPlan {
         }
         let (masks, unhidden) = split_masks(mask_targets(&settings, &tmpfs_paths), &settings.binds);
         for (path, kind) in masks {
-            let target = under(NEW_ROOT, &path);
-            match kind {
-                HiddenKind::Directory => setup.push(Step::MountFilesystem {
-                    filesystem: Filesystem::Tmpfs,
-                    target,
-                    attributes: MountAttributes::SEALED,
-                    options: "mode=000,size=4k,nr_inodes=1".into(),
-                }),
-                HiddenKind::File => {
-                    setup.push(Step::BindMount {
-                        source: EMPTY_FILE.into(),
-                        target: target.clone(),
-                    });
-                    setup.push(Step::SetMountAttributes {
-                        target,
-                        attributes: MountAttributes::SEALED,
-                        recursive: false,
-                    });
-                }
-            }
+            setup.push(Step::Mask {
+                target: under(NEW_ROOT, &path),
+                kind,
+            });
         }
 
         // 6. /proc, /dev, /tmp, /sys.
@@ -1104,25 +1097,18 @@ pub(crate) mod tests {
         let masks: Vec<&Step> = plan
             .setup
             .iter()
-            .filter(|step| match step {
-                Step::MountFilesystem { target, .. } | Step::BindMount { target, .. } => {
-                    target.starts_with("/newroot/root") || target.starts_with("/newroot/etc")
-                }
-                _ => false,
-            })
+            .filter(|step| matches!(step, Step::Mask { .. }))
             .collect();
         assert_eq!(
             masks,
             [
-                &Step::BindMount {
-                    source: EMPTY_FILE.into(),
+                &Step::Mask {
                     target: "/newroot/etc/shadow".into(),
+                    kind: HiddenKind::File,
                 },
-                &Step::MountFilesystem {
-                    filesystem: Filesystem::Tmpfs,
+                &Step::Mask {
                     target: "/newroot/root".into(),
-                    attributes: MountAttributes::SEALED,
-                    options: "mode=000,size=4k,nr_inodes=1".into(),
+                    kind: HiddenKind::Directory,
                 },
             ]
         );
@@ -1135,11 +1121,9 @@ pub(crate) mod tests {
         settings.binds[0].target = "/root".into();
         let plan = plan(settings);
         assert_eq!(plan.unhidden, [PathBuf::from("/root")]);
-        assert!(plan.setup.contains(&Step::MountFilesystem {
-            filesystem: Filesystem::Tmpfs,
+        assert!(plan.setup.contains(&Step::Mask {
             target: "/newroot/root/.ssh".into(),
-            attributes: MountAttributes::SEALED,
-            options: "mode=000,size=4k,nr_inodes=1".into(),
+            kind: HiddenKind::Directory,
         }));
     }
 
@@ -1167,13 +1151,7 @@ pub(crate) mod tests {
             .setup
             .into_iter()
             .filter_map(|step| match step {
-                Step::MountFilesystem {
-                    target, attributes, ..
-                } if attributes == MountAttributes::SEALED
-                    && target != Path::new("/newroot/sys") =>
-                {
-                    Some(target)
-                }
+                Step::Mask { target, .. } => Some(target),
                 _ => None,
             })
             .collect();
