@@ -168,7 +168,13 @@ impl Key {
     /// The private key as unencrypted PKCS#8 PEM (write it readable by its owner only).
     pub fn to_pem(&self) -> Result<Zeroizing<String>, KeyError> {
         let pem = match &self.secret {
-            Secret::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF),
+            // PKCS#8 v1 (the seed only): OpenSSL 3.0 refuses the v2 form with the public key
+            // that `SigningKey::to_pkcs8_pem` writes; the public key is derived when read.
+            Secret::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF),
             Secret::EcdsaP256(k) => k.to_pkcs8_pem(LineEnding::LF),
         };
         pem.map_err(|e| KeyError::Encode(e.to_string()))

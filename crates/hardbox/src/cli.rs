@@ -37,6 +37,38 @@ pub enum Command {
     /// Show the effective sandbox policy
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Signing keys for attestations (SBOMs, provenance)
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a signing key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM)
+    Generate(KeyGenerateArgs),
+}
+
+/// A signature algorithm for `key generate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyAlgorithm {
+    Ed25519,
+    EcdsaP256,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyGenerateArgs {
+    /// Path prefix of the two files to write
+    #[arg(default_value = "hardbox")]
+    pub prefix: PathBuf,
+    /// Signature algorithm
+    #[arg(long, value_enum, default_value = "ed25519")]
+    pub algorithm: KeyAlgorithm,
+    /// Replace existing files
+    #[arg(long)]
+    pub force: bool,
+    /// Print the key id and paths as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

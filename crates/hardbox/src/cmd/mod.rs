@@ -2,6 +2,7 @@
 
 mod doctor;
 mod image;
+mod key;
 mod policy;
 mod run;
 mod system;
@@ -19,6 +20,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Run(args) => run::run(cli.root, *args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Policy(command) => policy::run(command),
+        Command::Key(command) => key::run(command),
     }
 }
 
