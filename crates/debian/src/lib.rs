@@ -10,12 +10,15 @@
 //! - [`sources`]: APT sources (one-line and deb822), refusing options that disable verification.
 //! - [`openpgp`]: keyrings and signature checks of `InRelease` / `Release.gpg`.
 //! - [`release`]: the `Release` file: validity dates and the SHA-256 table of indexes.
+//! - [`package`]: the [`package::Package`] of a `Packages` paragraph and the
+//!   [`package::Universe`] of one or more indexes, indexed by name and by provided name.
 
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod deb;
 pub mod openpgp;
+pub mod package;
 pub mod relation;
 pub mod release;
 pub mod sources;
