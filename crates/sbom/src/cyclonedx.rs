@@ -112,6 +112,7 @@ fn entity(supplier: &Option<Supplier>) -> Option<Entity> {
         contact: s
             .email
             .iter()
+            .filter(|email| crate::is_email(email))
             .map(|email| Contact {
                 email: email.clone(),
             })

@@ -186,7 +186,8 @@ impl Supplier {
         }
     }
 
-    /// Reads a Debian `Maintainer` field (`Name <email>`). Teams (a name with `Team`,
+    /// Reads a Debian `Maintainer` field (`Name <email>`); what is between the angle brackets is
+    /// kept only if it is an email address (some third-party packages put a URL there). Teams (a name with `Team`,
     /// `Maintainers`, `Group` or `Project`, or an address at `lists.debian.org` or
     /// `tracker.debian.org`) are organizations, others persons.
     pub fn from_maintainer(field: &str) -> Supplier {
@@ -194,7 +195,7 @@ impl Supplier {
         let (name, email) = match (field.find('<'), field.rfind('>')) {
             (Some(open), Some(close)) if open < close => (
                 field[..open].trim(),
-                Some(field[open + 1..close].trim().to_owned()).filter(|e| !e.is_empty()),
+                Some(field[open + 1..close].trim().to_owned()).filter(|e| is_email(e)),
             ),
             _ => (field, None),
         };
@@ -226,6 +227,14 @@ impl Supplier {
             None => format!("{kind}: {}", self.name),
         }
     }
+}
+
+/// Whether `s` looks like an email address: `local@domain`, no spaces, no URL.
+fn is_email(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+    }) && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !s.contains("://")
 }
 
 /// Why an [`SbomInput`] cannot be turned into a document.
@@ -549,6 +558,12 @@ mod tests {
                 Some("broonie@debian.org"),
             ),
             ("Someone", SupplierKind::Person, "Someone", None),
+            (
+                "Google Cloud SDK <https://code.google.com/p/google-cloud-sdk/>",
+                SupplierKind::Person,
+                "Google Cloud SDK",
+                None,
+            ),
         ] {
             let s = Supplier::from_maintainer(field);
             assert_eq!(

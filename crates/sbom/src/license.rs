@@ -9,7 +9,7 @@
 //! - the header's `License:` field, when present, is the package's declared license; otherwise the
 //!   distinct `License:` values of the `Files:` paragraphs are joined with `AND`, in the order
 //!   written (a package holds all of those files);
-//! - inside one value, Debian's `or`, `and`, `with … exception` and the comma (which makes a
+//! - inside one value, Debian's `or` (and `and/or`), `and`, `with … exception` and the comma (which makes a
 //!   lower-precedence group: `A or B, and C` is `(A OR B) AND C`) become `OR`, `AND` and `WITH`;
 //! - Debian short names become SPDX identifiers (`GPL-2+` → `GPL-2.0-or-later`, `Expat` → `MIT`);
 //!   a name with no SPDX identifier becomes `LicenseRef-<name>` with its text (from the file's
@@ -410,7 +410,7 @@ fn parse_debian_expression(value: &str) -> Option<Expr> {
 
 fn parse_or(tokens: &[&str]) -> Option<Expr> {
     let terms = tokens
-        .split(|t| t.eq_ignore_ascii_case("or"))
+        .split(|t| t.eq_ignore_ascii_case("or") || t.eq_ignore_ascii_case("and/or"))
         .map(parse_and)
         .collect::<Option<Vec<_>>>()?;
     Some(if terms.len() == 1 {
@@ -805,6 +805,7 @@ mod tests {
             ),
             ("LGPL-3+ or GPL-2+", "LGPL-3.0-or-later OR GPL-2.0-or-later"),
             ("BSL-1.0 and MIT", "BSL-1.0 AND MIT"),
+            ("Apache-2.0 and/or Expat", "Apache-2.0 OR MIT"),
             (
                 "GPL-2+ or Artistic-2.0, and BSD-3-clause",
                 "(GPL-2.0-or-later OR Artistic-2.0) AND BSD-3-Clause",

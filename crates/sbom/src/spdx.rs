@@ -3,8 +3,10 @@
 //! The document describes one package for the image (`primaryPackagePurpose: CONTAINER`, its
 //! manifest digest as checksum and a `pkg:oci` purl) which `CONTAINS` one package per Debian
 //! binary package (purl `pkg:deb/…`, supplier, version, declared license, the `.deb`'s SHA-256
-//! when known). A binary package `CONTAINS` its files (SHA-1 and SHA-256 each) and is
-//! `GENERATED_FROM` a package for its Debian source package (`arch=source` purl). Every
+//! when known). A binary package `CONTAINS` its files (SHA-1 and SHA-256 each). Its Debian
+//! source package is named in `sourceInfo` and, as syft and grype write it, in the purl's
+//! `upstream` qualifier; it is not a package of its own, since the image does not contain it and
+//! scanners would match vulnerabilities against it a second time. Every
 //! `LicenseRef-` used is defined in `hasExtractedLicensingInfos`; two packages that use the same
 //! `LicenseRef-` name for different texts get distinct identifiers (suffixed with a hash of the
 //! text).
@@ -68,6 +70,8 @@ struct Package {
     checksums: Vec<Checksum>,
     license_concluded: &'static str,
     license_declared: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_info: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     license_comments: Option<String>,
     copyright_text: &'static str,
@@ -198,9 +202,6 @@ pub fn to_json(input: &SbomInput) -> Result<Vec<u8>, SbomError> {
     let mut files = Vec::new();
     let mut relationships = vec![relationship("SPDXRef-DOCUMENT", "DESCRIBES", &image_id)];
     let mut extracted: BTreeMap<String, ExtractedLicense> = BTreeMap::new();
-    let mut sources: BTreeMap<(&str, &str, &str), String> = BTreeMap::new();
-    let mut source_packages = Vec::new();
-    let mut generated_from = Vec::new();
 
     doc_packages.push(Package {
         spdx_id: image_id.clone(),
@@ -217,6 +218,7 @@ pub fn to_json(input: &SbomInput) -> Result<Vec<u8>, SbomError> {
         }],
         license_concluded: NOASSERTION,
         license_declared: NOASSERTION.to_owned(),
+        source_info: None,
         license_comments: None,
         copyright_text: NOASSERTION,
         external_refs: image_purls(input),
@@ -300,6 +302,10 @@ pub fn to_json(input: &SbomInput) -> Result<Vec<u8>, SbomError> {
                 .collect(),
             license_concluded: NOASSERTION,
             license_declared,
+            source_info: Some(format!(
+                "built from Debian source package {} {}",
+                info.source_name, info.source_version
+            )),
             license_comments: info
                 .copyright_file
                 .as_ref()
@@ -313,50 +319,7 @@ pub fn to_json(input: &SbomInput) -> Result<Vec<u8>, SbomError> {
                 upstream,
             ))],
         });
-
-        let key = (
-            info.distro.as_str(),
-            info.source_name.as_str(),
-            info.source_version.as_str(),
-        );
-        let source_id = match sources.get(&key) {
-            Some(id) => id.clone(),
-            None => {
-                let id = ids.claim(format!(
-                    "SPDXRef-Package-deb-source-{}-{}",
-                    id_part(&info.source_name),
-                    id_part(&info.source_version)
-                ));
-                sources.insert(key, id.clone());
-                source_packages.push(Package {
-                    spdx_id: id.clone(),
-                    name: info.source_name.clone(),
-                    version_info: info.source_version.clone(),
-                    primary_package_purpose: Some("SOURCE"),
-                    supplier: supplier_of(&info.supplier),
-                    download_location: NOASSERTION,
-                    files_analyzed: false,
-                    package_verification_code: None,
-                    checksums: Vec::new(),
-                    license_concluded: NOASSERTION,
-                    license_declared: NOASSERTION.to_owned(),
-                    license_comments: None,
-                    copyright_text: NOASSERTION,
-                    external_refs: vec![purl_ref(purl::deb(
-                        &info.distro,
-                        &info.source_name,
-                        &info.source_version,
-                        "source",
-                        None,
-                    ))],
-                });
-                id
-            }
-        };
-        generated_from.push(relationship(&package_id, "GENERATED_FROM", &source_id));
     }
-    doc_packages.extend(source_packages);
-    relationships.extend(generated_from);
 
     let document = Document {
         spdx_version: "SPDX-2.3",
