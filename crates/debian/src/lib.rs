@@ -12,11 +12,14 @@
 //! - [`release`]: the `Release` file: validity dates and the SHA-256 table of indexes.
 //! - [`package`]: the [`package::Package`] of a `Packages` paragraph and the
 //!   [`package::Universe`] of one or more indexes, indexed by name and by provided name.
+//! - [`fetch`]: the [`fetch::Fetcher`]: signed `InRelease` → `Packages` → `.deb`, each verified
+//!   before it enters a content-addressed cache.
 
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod deb;
+pub mod fetch;
 pub mod openpgp;
 pub mod package;
 pub mod relation;

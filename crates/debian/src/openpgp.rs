@@ -19,11 +19,10 @@
 use std::fmt;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pgp::composed::{
-    CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey,
-};
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{Signature, SignatureType, SubpacketData};
 use pgp::types::{Fingerprint, KeyDetails, KeyId, Tag};
@@ -43,6 +42,33 @@ struct Cert {
     key: SignedPublicKey,
     /// Only this (sub)key of the certificate may sign (a `Signed-By` fingerprint written with `!`).
     only: Option<Fingerprint>,
+    /// The primary key's binding, computed on first use.
+    primary: OnceLock<Binding>,
+    /// Each subkey's binding, computed on first use.
+    subkeys: Vec<OnceLock<Binding>>,
+}
+
+impl Cert {
+    fn new(key: SignedPublicKey, only: Option<Fingerprint>) -> Cert {
+        let subkeys = key.public_subkeys.iter().map(|_| OnceLock::new()).collect();
+        Cert {
+            key,
+            only,
+            primary: OnceLock::new(),
+            subkeys,
+        }
+    }
+
+    fn primary_binding(&self) -> Binding {
+        *self.primary.get_or_init(|| primary_binding(&self.key))
+    }
+
+    fn subkey_binding(&self, index: usize) -> Binding {
+        match (self.subkeys.get(index), self.key.public_subkeys.get(index)) {
+            (Some(cell), Some(sub)) => *cell.get_or_init(|| subkey_binding(&self.key, sub)),
+            _ => Binding::Unbound,
+        }
+    }
 }
 
 impl fmt::Debug for Keyring {
@@ -134,10 +160,7 @@ impl Keyring {
             });
         }
         Ok(Keyring {
-            certs: keys
-                .into_iter()
-                .map(|key| Cert { key, only: None })
-                .collect(),
+            certs: keys.into_iter().map(|key| Cert::new(key, None)).collect(),
             origin: origin.to_owned(),
         })
     }
@@ -217,10 +240,7 @@ impl Keyring {
                 for fp in fps {
                     if format!("{fp:X}") == *fingerprint {
                         found = true;
-                        certs.push(Cert {
-                            key: cert.key.clone(),
-                            only: exact.then(|| fp.clone()),
-                        });
+                        certs.push(Cert::new(cert.key.clone(), exact.then(|| fp.clone())));
                     }
                 }
             }
@@ -296,8 +316,8 @@ pub struct Verified {
 /// Why verification failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("not an OpenPGP clearsigned message")]
-    NotClearsigned(#[source] pgp::errors::Error),
+    #[error("not a valid OpenPGP clearsigned message: line {line}: {reason}")]
+    NotClearsigned { line: usize, reason: &'static str },
     #[error("malformed OpenPGP signature")]
     MalformedSignature(#[source] pgp::errors::Error),
     #[error("the file carries no signature")]
@@ -345,29 +365,109 @@ pub enum SignatureProblem {
 }
 
 /// Verifies a clearsigned message (`InRelease`) and returns its signed text.
+///
+/// The cleartext signature framework (RFC 9580 §7) is split strictly, as apt does: the message
+/// must start with its `BEGIN PGP SIGNED MESSAGE` line, carry only `Hash:` armor headers, dash-escape
+/// every text line that starts with `-`, and have nothing but whitespace after the signature
+/// block. The text whose signature is checked is the text returned.
 pub fn verify_clearsigned(
     keyring: &Keyring,
     data: &[u8],
     now: SystemTime,
 ) -> Result<Verified, VerifyError> {
     let text = std::str::from_utf8(data).map_err(|_| VerifyError::NotUtf8)?;
-    let (message, _headers) =
-        CleartextSignedMessage::from_string(text).map_err(VerifyError::NotClearsigned)?;
-    if message.signatures().is_empty() {
+    let (signed, armor) = split_clearsigned(text)?;
+    let (iter, _) = DetachedSignature::from_armor_many(armor.as_bytes())
+        .map_err(VerifyError::MalformedSignature)?;
+    let mut signatures = Vec::new();
+    for sig in iter {
+        signatures.push(sig.map_err(VerifyError::MalformedSignature)?.signature);
+    }
+    if signatures.is_empty() {
         return Err(VerifyError::NoSignature);
     }
-    let signed = message.signed_text();
+    // Text signatures hash the text with CRLF line ends; `Signature::verify` converts.
     let (key, certificate) = keyring.check(
-        message.signatures(),
+        &signatures,
         signed.as_bytes(),
         &[SignatureType::Text],
         unix(now),
     )?;
     Ok(Verified {
-        text: signed.replace("\r\n", "\n"),
+        text: signed,
         key,
         certificate,
     })
+}
+
+const BEGIN_MESSAGE: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
+const BEGIN_SIGNATURE: &str = "-----BEGIN PGP SIGNATURE-----";
+const END_SIGNATURE: &str = "-----END PGP SIGNATURE-----";
+
+/// Splits a clearsigned message into its signed text (dash-escaping undone, trailing spaces and
+/// tabs of each line removed, lines joined by `\n` without a final line end, as RFC 9580 defines
+/// the signed data) and its armored signature block.
+fn split_clearsigned(text: &str) -> Result<(String, &str), VerifyError> {
+    let bad = |line: usize, reason: &'static str| VerifyError::NotClearsigned { line, reason };
+    // (1-based number, content without line end, byte offset of its start)
+    let mut lines = text
+        .split_inclusive('\n')
+        .scan(0usize, |offset, raw| {
+            let start = *offset;
+            *offset += raw.len();
+            let content = raw.strip_suffix('\n').unwrap_or(raw);
+            Some((content.strip_suffix('\r').unwrap_or(content), start))
+        })
+        .enumerate()
+        .map(|(i, (content, start))| (i + 1, content, start));
+
+    match lines.next() {
+        Some((_, first, _)) if first.trim_end() == BEGIN_MESSAGE => {}
+        _ => {
+            return Err(bad(
+                1,
+                "it does not start with -----BEGIN PGP SIGNED MESSAGE-----",
+            ))
+        }
+    }
+    loop {
+        match lines.next() {
+            None => return Err(bad(1, "the armor headers never end")),
+            Some((_, header, _)) if header.trim().is_empty() => break,
+            Some((_, header, _)) if header.starts_with("Hash:") => {}
+            Some((n, _, _)) => {
+                return Err(bad(n, "unexpected armor header (only Hash: is allowed)"))
+            }
+        }
+    }
+    let mut body: Vec<&str> = Vec::new();
+    let signature_start = loop {
+        let Some((n, line, start)) = lines.next() else {
+            return Err(bad(1, "there is no signature block"));
+        };
+        if line.trim_end() == BEGIN_SIGNATURE {
+            break start;
+        }
+        let line = if line.starts_with('-') {
+            line.strip_prefix("- ")
+                .ok_or_else(|| bad(n, "a line starting with '-' is not dash-escaped"))?
+        } else {
+            line
+        };
+        body.push(line.trim_end_matches([' ', '\t']));
+    };
+    let signature_end = loop {
+        let Some((_, line, start)) = lines.next() else {
+            return Err(bad(1, "the signature block never ends"));
+        };
+        if line.trim_end() == END_SIGNATURE {
+            break start + line.len();
+        }
+    };
+    if let Some((n, _, _)) = lines.find(|(_, line, _)| !line.trim().is_empty()) {
+        return Err(bad(n, "text follows the signature block"));
+    }
+    Ok((body.join("\n"), &text[signature_start..signature_end]))
 }
 
 /// Verifies a detached signature (`Release.gpg`, armored or binary, one or more signatures) over
@@ -409,38 +509,53 @@ fn fpr(fp: &Fingerprint) -> String {
     format!("{fp:X}")
 }
 
-/// A key of a certificate that may have made a signature.
+/// A key of a certificate that may have made a signature: the primary key or subkey `i`.
 enum Component<'a> {
-    Primary(&'a SignedPublicKey),
-    Subkey(&'a SignedPublicKey, &'a SignedPublicSubKey),
+    Primary(&'a Cert),
+    Subkey(&'a Cert, usize, &'a SignedPublicSubKey),
 }
 
 impl Component<'_> {
     fn fingerprint(&self) -> Fingerprint {
         match self {
-            Component::Primary(k) => k.fingerprint(),
-            Component::Subkey(_, s) => s.key.fingerprint(),
+            Component::Primary(c) => c.key.fingerprint(),
+            Component::Subkey(_, _, s) => s.key.fingerprint(),
         }
     }
 
     fn key_id(&self) -> KeyId {
         match self {
-            Component::Primary(k) => k.legacy_key_id(),
-            Component::Subkey(_, s) => s.key.legacy_key_id(),
+            Component::Primary(c) => c.key.legacy_key_id(),
+            Component::Subkey(_, _, s) => s.key.legacy_key_id(),
         }
     }
 
     fn created(&self) -> u64 {
         u64::from(match self {
-            Component::Primary(k) => k.created_at().as_secs(),
-            Component::Subkey(_, s) => s.key.created_at().as_secs(),
+            Component::Primary(c) => c.key.created_at().as_secs(),
+            Component::Subkey(_, _, s) => s.key.created_at().as_secs(),
         })
     }
 
     fn verify(&self, sig: &Signature, data: &[u8]) -> bool {
         match self {
-            Component::Primary(k) => sig.verify(&k.primary_key, data).is_ok(),
-            Component::Subkey(_, s) => sig.verify(&s.key, data).is_ok(),
+            Component::Primary(c) => sig.verify(&c.key.primary_key, data).is_ok(),
+            Component::Subkey(_, _, s) => sig.verify(&s.key, data).is_ok(),
+        }
+    }
+
+    /// Whether the key may sign at `now`: bound, not revoked, not expired, allowed to sign (for a
+    /// subkey, its certificate's primary key must be bound, unrevoked and unexpired too).
+    fn usable(&self, now: u64) -> Result<(), SignatureProblem> {
+        match self {
+            Component::Primary(c) => usable(c.primary_binding(), &c.key.fingerprint(), now),
+            Component::Subkey(c, i, s) => {
+                match usable(c.primary_binding(), &c.key.fingerprint(), now) {
+                    Ok(()) | Err(SignatureProblem::NotSigningKey { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                usable(c.subkey_binding(*i), &s.key.fingerprint(), now)
+            }
         }
     }
 }
@@ -491,11 +606,12 @@ impl Keyring {
 
         let mut last = None;
         for cert in &self.certs {
-            let components = std::iter::once(Component::Primary(&cert.key)).chain(
+            let components = std::iter::once(Component::Primary(cert)).chain(
                 cert.key
                     .public_subkeys
                     .iter()
-                    .map(|s| Component::Subkey(&cert.key, s)),
+                    .enumerate()
+                    .map(|(i, s)| Component::Subkey(cert, i, s)),
             );
             for component in components {
                 let fp = component.fingerprint();
@@ -546,14 +662,7 @@ fn check_with(
     if !component.verify(sig, data) {
         return Err(SignatureProblem::Bad { key });
     }
-    // The key must be usable now: bound, not revoked, not expired, allowed to sign.
-    match component {
-        Component::Primary(cert) => primary_usable(cert, now, true)?,
-        Component::Subkey(cert, sub) => {
-            primary_usable(cert, now, false)?;
-            subkey_usable(cert, sub, now)?;
-        }
-    }
+    component.usable(now)?;
     let created = sig.created().map_or(0, |t| u64::from(t.as_secs()));
     if created < component.created() {
         return Err(SignatureProblem::OlderThanKey { key });
@@ -581,18 +690,49 @@ fn has_key_flags(sig: &Signature) -> bool {
     })
 }
 
-/// Checks the primary key: not revoked, bound by a valid self-signature, not expired at `now`,
-/// and (when it signed the data itself) allowed to sign.
-fn primary_usable(cert: &SignedPublicKey, now: u64, signs: bool) -> Result<(), SignatureProblem> {
+/// What the self-signatures of one key say, independent of the time of use; computed once per
+/// keyring (RSA verification of self-signatures costs more than checking the data signature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    Revoked,
+    /// No valid self-signature (primary) or binding signature with back-signature (subkey).
+    Unbound,
+    Bound {
+        /// Unix time the key expires, if it does.
+        expires: Option<u64>,
+        can_sign: bool,
+    },
+}
+
+/// The newest of `sigs` (by creation time) that `valid` accepts; verifies newest first and
+/// stops at the first valid one.
+fn newest_valid<'a>(
+    sigs: impl Iterator<Item = &'a Signature>,
+    valid: impl Fn(&Signature) -> bool,
+) -> Option<&'a Signature> {
+    let mut sigs: Vec<&Signature> = sigs.collect();
+    sigs.sort_by_key(|s| std::cmp::Reverse(created(s)));
+    sigs.into_iter().find(|s| valid(s))
+}
+
+fn expiry(created_at: u32, sig: &Signature) -> Option<u64> {
+    sig.key_expiration_time()
+        .map(|d| u64::from(d.as_secs()))
+        .filter(|&d| d != 0)
+        .map(|d| u64::from(created_at) + d)
+}
+
+/// The primary key's binding: not revoked, and the newest valid self-signature (on a user ID, or
+/// a direct-key signature) for its expiry and key flags (no flags: allowed to sign, as old keys).
+fn primary_binding(cert: &SignedPublicKey) -> Binding {
     let primary = &cert.primary_key;
-    let key = fpr(&primary.fingerprint());
     if cert
         .details
         .revocation_signatures
         .iter()
         .any(|s| s.verify_key(primary).is_ok())
     {
-        return Err(SignatureProblem::KeyRevoked { key });
+        return Binding::Revoked;
     }
     let user_sigs = cert.details.users.iter().flat_map(|u| {
         u.signatures
@@ -608,73 +748,86 @@ fn primary_usable(cert: &SignedPublicKey, now: u64, signs: bool) -> Result<(), S
                     )
                 )
             })
-            .filter(|s| s.verify_certification(primary, Tag::UserId, &u.id).is_ok())
+            .map(move |s| (s, Some(u)))
     });
     let direct_sigs = cert
         .details
         .direct_signatures
         .iter()
-        .filter(|s| s.typ() == Some(SignatureType::Key) && s.verify_key(primary).is_ok());
-    let Some(newest) = user_sigs.chain(direct_sigs).max_by_key(|s| created(s)) else {
-        return Err(SignatureProblem::KeyNotBound { key });
-    };
-    if let Some(expires) = newest.key_expiration_time() {
-        let expires = u64::from(expires.as_secs());
-        let at = u64::from(primary.created_at().as_secs()) + expires;
-        if expires != 0 && at <= now {
-            return Err(SignatureProblem::KeyExpired { key, expired: at });
-        }
+        .filter(|s| s.typ() == Some(SignatureType::Key))
+        .map(|s| (s, None));
+    let mut candidates: Vec<_> = user_sigs.chain(direct_sigs).collect();
+    // Newest first; the first valid one governs (the others are not verified).
+    candidates.sort_by_key(|(s, _)| std::cmp::Reverse(created(s)));
+    let newest = candidates
+        .into_iter()
+        .find(|(sig, user)| match user {
+            Some(u) => sig
+                .verify_certification(primary, Tag::UserId, &u.id)
+                .is_ok(),
+            None => sig.verify_key(primary).is_ok(),
+        })
+        .map(|(sig, _)| sig);
+    match newest {
+        None => Binding::Unbound,
+        Some(sig) => Binding::Bound {
+            expires: expiry(primary.created_at().as_secs(), sig),
+            can_sign: !has_key_flags(sig) || sig.key_flags().sign(),
+        },
     }
-    if signs && has_key_flags(newest) && !newest.key_flags().sign() {
-        return Err(SignatureProblem::NotSigningKey { key });
-    }
-    Ok(())
 }
 
-/// Checks a subkey: not revoked, bound by a valid binding signature that allows signing and
-/// carries a valid back-signature, not expired at `now`.
-fn subkey_usable(
-    cert: &SignedPublicKey,
-    sub: &SignedPublicSubKey,
-    now: u64,
-) -> Result<(), SignatureProblem> {
+/// A subkey's binding: not revoked, and the newest valid binding signature, which must carry a
+/// valid back-signature if it allows signing.
+fn subkey_binding(cert: &SignedPublicKey, sub: &SignedPublicSubKey) -> Binding {
     let primary = &cert.primary_key;
-    let key = fpr(&sub.key.fingerprint());
-    let valid = |s: &&Signature| s.verify_subkey_binding(primary, &sub.key).is_ok();
+    let valid = |s: &Signature| s.verify_subkey_binding(primary, &sub.key).is_ok();
     if sub
         .signatures
         .iter()
         .filter(|s| s.typ() == Some(SignatureType::SubkeyRevocation))
-        .any(|s| valid(&s))
+        .any(&valid)
     {
-        return Err(SignatureProblem::KeyRevoked { key });
+        return Binding::Revoked;
     }
-    let Some(newest) = sub
-        .signatures
-        .iter()
-        .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
-        .filter(valid)
-        .max_by_key(|s| created(s))
-    else {
-        return Err(SignatureProblem::KeyNotBound { key });
+    let newest = newest_valid(
+        sub.signatures
+            .iter()
+            .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding)),
+        valid,
+    );
+    let Some(sig) = newest else {
+        return Binding::Unbound;
     };
-    if !newest.key_flags().sign() {
-        return Err(SignatureProblem::NotSigningKey { key });
-    }
-    let back = newest
-        .embedded_signature()
-        .is_some_and(|b| b.verify_primary_key_binding(&sub.key, primary).is_ok());
-    if !back {
-        return Err(SignatureProblem::KeyNotBound { key });
-    }
-    if let Some(expires) = newest.key_expiration_time() {
-        let expires = u64::from(expires.as_secs());
-        let at = u64::from(sub.key.created_at().as_secs()) + expires;
-        if expires != 0 && at <= now {
-            return Err(SignatureProblem::KeyExpired { key, expired: at });
+    let can_sign = sig.key_flags().sign();
+    if can_sign {
+        let back = sig
+            .embedded_signature()
+            .is_some_and(|b| b.verify_primary_key_binding(&sub.key, primary).is_ok());
+        if !back {
+            return Binding::Unbound;
         }
     }
-    Ok(())
+    Binding::Bound {
+        expires: expiry(sub.key.created_at().as_secs(), sig),
+        can_sign,
+    }
+}
+
+/// Turns a binding into a verdict at `now`.
+fn usable(binding: Binding, key: &Fingerprint, now: u64) -> Result<(), SignatureProblem> {
+    let key = fpr(key);
+    match binding {
+        Binding::Revoked => Err(SignatureProblem::KeyRevoked { key }),
+        Binding::Unbound => Err(SignatureProblem::KeyNotBound { key }),
+        Binding::Bound {
+            expires: Some(at), ..
+        } if at <= now => Err(SignatureProblem::KeyExpired { key, expired: at }),
+        Binding::Bound {
+            can_sign: false, ..
+        } => Err(SignatureProblem::NotSigningKey { key }),
+        Binding::Bound { .. } => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -707,6 +860,68 @@ mod tests {
         let path = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
         let keyring = Keyring::load(path).unwrap();
         let e = verify_clearsigned(&keyring, b"Origin: Debian\n", SystemTime::now()).unwrap_err();
-        assert!(matches!(e, VerifyError::NotClearsigned(_)), "{e}");
+        assert!(
+            matches!(e, VerifyError::NotClearsigned { line: 1, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn splits_the_cleartext_framework() {
+        let msg = "-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA512\r\n\r\n\
+                   Origin: x\r\n- - dashed\r\n- From here\r\ntrailing \t \r\n\r\n\
+                   -----BEGIN PGP SIGNATURE-----\r\n\r\nAAAA\r\n-----END PGP SIGNATURE-----\r\n\n";
+        let (text, armor) = split_clearsigned(msg).unwrap();
+        assert_eq!(text, "Origin: x\n- dashed\nFrom here\ntrailing\n");
+        assert!(armor.starts_with("-----BEGIN PGP SIGNATURE-----"));
+        assert!(armor.ends_with("-----END PGP SIGNATURE-----"));
+
+        let (text, _) = split_clearsigned(
+            "-----BEGIN PGP SIGNED MESSAGE-----\n\n-----BEGIN PGP SIGNATURE-----\n-----END PGP SIGNATURE-----\n",
+        )
+        .unwrap();
+        assert_eq!(text, "");
+    }
+
+    #[test]
+    fn refuses_malformed_cleartext() {
+        let check = |msg: &str, line: usize, reason: &str| {
+            let e = split_clearsigned(msg).unwrap_err();
+            assert!(
+                matches!(&e, VerifyError::NotClearsigned { line: l, reason: r } if *l == line && r.contains(reason)),
+                "{msg:?}: {e}"
+            );
+        };
+        let sig = "-----BEGIN PGP SIGNATURE-----\nAAAA\n-----END PGP SIGNATURE-----\n";
+        check(
+            &format!("Origin: evil\n-----BEGIN PGP SIGNED MESSAGE-----\n\nA: b\n{sig}"),
+            1,
+            "start",
+        );
+        check(
+            &format!("-----BEGIN PGP SIGNED MESSAGE-----\nComment: x\n\nA: b\n{sig}"),
+            2,
+            "Hash",
+        );
+        check(
+            &format!("-----BEGIN PGP SIGNED MESSAGE-----\n\n-not-escaped\n{sig}"),
+            3,
+            "dash-escaped",
+        );
+        check(
+            &format!("-----BEGIN PGP SIGNED MESSAGE-----\n\nA: b\n{sig}Origin: evil\n"),
+            7,
+            "follows",
+        );
+        check(
+            "-----BEGIN PGP SIGNED MESSAGE-----\n\nA: b\n",
+            1,
+            "no signature block",
+        );
+        check(
+            "-----BEGIN PGP SIGNED MESSAGE-----\n\nA: b\n-----BEGIN PGP SIGNATURE-----\nAAAA\n",
+            1,
+            "never ends",
+        );
     }
 }
