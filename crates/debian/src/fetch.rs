@@ -406,7 +406,17 @@ impl Fetcher {
             }
             urls.push(url(&dist, path));
             for u in urls {
-                let Got::Body(bytes, _) = self.get(&u, entry.size, None)? else {
+                let got = match self.get(&u, entry.size, None) {
+                    Err(FetchError::TooLarge { url, limit }) => {
+                        return Err(FetchError::SizeMismatch {
+                            url,
+                            expected: limit,
+                            actual: None,
+                        })
+                    }
+                    other => other?,
+                };
+                let Got::Body(bytes, _) = got else {
                     tried.push(u);
                     continue;
                 };

@@ -85,7 +85,8 @@ impl fmt::Display for Source {
     }
 }
 
-/// Where a source entry was read: a file (if any) and a 1-based line.
+/// Where a source entry was read: a file (if any) and a 1-based line (0 when the whole file is
+/// meant, as for a read error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub file: Option<PathBuf>,
@@ -94,9 +95,10 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.file {
-            Some(file) => write!(f, "{}:{}", file.display(), self.line),
-            None => write!(f, "line {}", self.line),
+        match (&self.file, self.line) {
+            (Some(file), 0) => write!(f, "{}", file.display()),
+            (Some(file), line) => write!(f, "{}:{line}", file.display()),
+            (None, line) => write!(f, "line {line}"),
         }
     }
 }

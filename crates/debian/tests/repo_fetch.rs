@@ -392,6 +392,63 @@ fn packages_variant_missing_on_the_mirror_falls_back_to_the_next_listed() {
 }
 
 #[test]
+fn indexes_are_fetched_by_hash_when_the_release_says_so() {
+    let gpg = Gpg::new();
+    let repo = three_packages().by_hash(true).build(&gpg);
+    let server = Server::start(&repo.root);
+    let source = repo.source(&server.url());
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(cache.path());
+    let release = fetcher
+        .release(&source, &repo.keyring(&gpg), now())
+        .unwrap();
+    assert!(release.acquire_by_hash);
+    let xz = release
+        .file("main/binary-amd64/Packages.xz")
+        .unwrap()
+        .sha256
+        .clone();
+    let by_hash = format!(
+        "/dists/stable/main/binary-amd64/by-hash/SHA256/{}",
+        xz.hex()
+    );
+    let index = fetcher
+        .packages_index(&source, &release, "main", "amd64")
+        .unwrap();
+    assert_eq!(package_names(&index).len(), 3);
+    let log: Vec<_> = server
+        .requests_for("")
+        .into_iter()
+        .filter(|r| r.path.contains("binary-amd64"))
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(log, [(by_hash.clone(), 200)]);
+
+    // A mirror without the by-hash copy: the file is fetched by name.
+    let cache = tempfile::tempdir().unwrap();
+    server.fault(&by_hash, Fault::NotFound);
+    server.clear_log();
+    Fetcher::new(cache.path())
+        .packages_index(&source, &release, "main", "amd64")
+        .unwrap();
+    let log: Vec<_> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (by_hash, 404),
+            (
+                "/dists/stable/main/binary-amd64/Packages.xz".to_owned(),
+                200
+            )
+        ]
+    );
+}
+
+#[test]
 fn gz_only_and_uncompressed_only_repositories() {
     for compressions in [&["gz"][..], &[""][..]] {
         let gpg = Gpg::new();

@@ -230,3 +230,94 @@ fn unsigned_and_malformed_input_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn signed_by_fingerprints_select_keys_from_the_default_keyrings() {
+    use debian::sources::{parse_one_line, SignedBy};
+
+    let gpg = Gpg::new();
+    let a = gpg.generate("A <a@example.invalid>", "ed25519", "sign", "never");
+    let b = gpg.generate("B <b@example.invalid>", "ed25519", "sign", "never");
+    let primary = gpg.generate("C <c@example.invalid>", "ed25519", "cert", "never");
+    let sub = gpg.add_signing_subkey(&primary, "ed25519");
+    let etc_apt = tempfile::tempdir().unwrap();
+    let trusted = etc_apt.path().join("trusted.gpg.d");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::write(trusted.join("a.gpg"), gpg.export(&a, false)).unwrap();
+    std::fs::write(trusted.join("b.asc"), gpg.export(&b, true)).unwrap();
+    std::fs::write(trusted.join("c.gpg"), gpg.export(&primary, false)).unwrap();
+    std::fs::write(trusted.join("ignored.txt"), b"not a keyring").unwrap();
+
+    // No Signed-By: all default keyrings.
+    let source = parse_one_line("deb http://h/d s main").unwrap();
+    let all = Keyring::for_source(&source, etc_apt.path()).unwrap();
+    assert_eq!(all.fingerprints(), [a.clone(), b.clone(), primary.clone()]);
+
+    // A fingerprint keeps only its certificate.
+    let source = parse_one_line(&format!(
+        "deb [signed-by={}] http://h/d s main",
+        b.to_lowercase()
+    ))
+    .unwrap();
+    let only_b = Keyring::for_source(&source, etc_apt.path()).unwrap();
+    assert_eq!(only_b.fingerprints(), [b]);
+    let e = openpgp::verify_clearsigned(&only_b, &clearsigned(&gpg, &[&a]), SystemTime::now())
+        .unwrap_err();
+    assert!(
+        matches!(&problems(e)[..], [SignatureProblem::UnknownKey { .. }]),
+        "a's signature must not verify with b's key"
+    );
+
+    // A subkey fingerprint with `!` accepts that subkey only, not the rest of its certificate.
+    let source = parse_one_line(&format!("deb [signed-by={sub}!] http://h/d s main")).unwrap();
+    assert_eq!(
+        source.signed_by,
+        [SignedBy::Fingerprint {
+            fingerprint: sub.clone(),
+            exact: true
+        }]
+    );
+    let exact = Keyring::for_source(&source, etc_apt.path()).unwrap();
+    let v = openpgp::verify_clearsigned(&exact, &clearsigned(&gpg, &[&sub]), SystemTime::now())
+        .unwrap();
+    assert_eq!((v.key, v.certificate), (sub.clone(), primary.clone()));
+
+    // A fingerprint in none of the keyrings.
+    let missing = "0123456789ABCDEF0123456789ABCDEF01234567";
+    let source = parse_one_line(&format!("deb [signed-by={missing}] http://h/d s main")).unwrap();
+    let e = Keyring::for_source(&source, etc_apt.path()).unwrap_err();
+    assert!(matches!(e, KeyringError::FingerprintNotFound { .. }), "{e}");
+    assert!(e.to_string().contains(missing), "{e}");
+
+    // No default keyring at all.
+    let empty = tempfile::tempdir().unwrap();
+    let source = parse_one_line("deb http://h/d s main").unwrap();
+    let e = Keyring::for_source(&source, empty.path()).unwrap_err();
+    assert!(matches!(e, KeyringError::NoDefaultKeyring { .. }), "{e}");
+}
+
+#[test]
+fn inline_signed_by_key_from_a_deb822_source() {
+    let gpg = Gpg::new();
+    let fpr = gpg.generate("I <i@example.invalid>", "ed25519", "sign", "never");
+    let armored = String::from_utf8(gpg.export(&fpr, true)).unwrap();
+    // deb822 writes the key indented, with `.` for its empty lines.
+    let field: String = armored
+        .lines()
+        .map(|l| {
+            if l.is_empty() {
+                " .\n".to_owned()
+            } else {
+                format!(" {l}\n")
+            }
+        })
+        .collect();
+    let text =
+        format!("Types: deb\nURIs: http://h/d\nSuites: s\nComponents: main\nSigned-By:\n{field}");
+    let sources = debian::sources::parse_deb822(&text, None).unwrap();
+    let keyring = Keyring::for_source(&sources[0], Path::new("/nonexistent")).unwrap();
+    assert_eq!(keyring.fingerprints(), std::slice::from_ref(&fpr));
+    let v = openpgp::verify_clearsigned(&keyring, &clearsigned(&gpg, &[&fpr]), SystemTime::now())
+        .unwrap();
+    assert_eq!(v.key, fpr);
+}

@@ -323,6 +323,7 @@ pub struct RepoBuilder {
     signers: Vec<String>,
     compressions: Vec<&'static str>,
     valid_for: Option<Duration>,
+    by_hash: bool,
 }
 
 impl Default for RepoBuilder {
@@ -345,6 +346,7 @@ impl RepoBuilder {
             signers: Vec::new(),
             compressions: vec!["xz", "gz", ""],
             valid_for: None,
+            by_hash: false,
         }
     }
 
@@ -385,6 +387,12 @@ impl RepoBuilder {
     /// Signs with these keys (fingerprints in the builder's [`Gpg`]); default: one new ed25519 key.
     pub fn signers(mut self, signers: &[&str]) -> Self {
         self.signers = signers.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Also publish each index under `by-hash/SHA256/HEX` and say `Acquire-By-Hash: yes`.
+    pub fn by_hash(mut self, on: bool) -> Self {
+        self.by_hash = on;
         self
     }
 
@@ -436,6 +444,15 @@ impl RepoBuilder {
                     "gz" => run(Command::new("gzip").args(["-k", "-f", "-n"]).arg(&plain)),
                     _ => Vec::new(),
                 };
+            }
+            if self.by_hash {
+                let dir = bin.join("by-hash/SHA256");
+                std::fs::create_dir_all(&dir).unwrap();
+                for name in ["Packages", "Packages.xz", "Packages.gz"] {
+                    if let Ok(bytes) = std::fs::read(bin.join(name)) {
+                        std::fs::write(dir.join(Digest::of(&bytes).hex()), bytes).unwrap();
+                    }
+                }
             }
             if !self.compressions.contains(&"") {
                 std::fs::remove_file(&plain).unwrap();
@@ -571,7 +588,11 @@ impl Repo {
             ]);
         }
         let text = run(c.args(["release", &format!("dists/{}", self.suite)]));
-        let text = set_fields(&String::from_utf8(text).unwrap(), &b.release_fields);
+        let mut fields = b.release_fields.clone();
+        if b.by_hash {
+            fields.push(("Acquire-By-Hash".into(), "yes".into()));
+        }
+        let text = set_fields(&String::from_utf8(text).unwrap(), &fields);
         self.sign_release(&text, b.signing, gpg);
     }
 
