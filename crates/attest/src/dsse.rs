@@ -156,9 +156,10 @@ impl Envelope {
                 .filter(|k| signature.keyid.is_empty() || signature.keyid == k.keyid());
             for key in candidates {
                 let Some(sig) = decode_base64(&signature.sig) else {
-                    return Err(VerifyError::SignatureEncoding {
+                    first_failure.get_or_insert(VerifyError::SignatureEncoding {
                         keyid: signature.keyid.clone(),
                     });
+                    continue;
                 };
                 match key.verify(&message, &sig) {
                     Ok(()) => return Ok(payload),
