@@ -528,7 +528,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uuid_v5_matches_the_rfc_example() {
+    fn uuid_v5_matches_python_uuid5() {
         // Python gives this for uuid.uuid5(uuid.NAMESPACE_URL, "https://www.python.org/").
         assert_eq!(
             uuid_v5("https://www.python.org/"),
