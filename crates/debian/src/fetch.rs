@@ -305,7 +305,6 @@ impl Fetcher {
         match self.get(&inrelease_url, MAX_METADATA, since.as_deref())? {
             Got::Body(bytes, last_modified) => {
                 let release = check_release(source, keyring, now, &bytes, None, &inrelease_url)?;
-                self.staging()?;
                 fs::create_dir_all(&dir)?;
                 fsutil::write_atomic(&cached_inrelease, &bytes)?;
                 match last_modified {
@@ -324,7 +323,9 @@ impl Fetcher {
                 let release_url = url(&dist, "Release");
                 let signature_url = url(&dist, "Release.gpg");
                 let Got::Body(release, _) = self.get(&release_url, MAX_METADATA, None)? else {
-                    return Err(FetchError::NotFound { url: inrelease_url });
+                    return Err(FetchError::NotFound {
+                        url: format!("{inrelease_url} (nor {release_url})"),
+                    });
                 };
                 let Got::Body(signature, _) = self.get(&signature_url, MAX_METADATA, None)? else {
                     return Err(FetchError::Unsigned { url: dist });
@@ -1119,6 +1120,16 @@ mod tests {
         assert!(is_loopback("http://user@127.0.0.2/x"));
         assert!(!is_loopback("http://deb.example.invalid/debian"));
         assert!(!is_loopback("http://127.0.0.1.example.invalid/x"));
+    }
+
+    #[test]
+    fn shareable_across_threads_and_into_anyhow() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Fetcher>();
+        send_sync::<FetchError>();
+        send_sync::<Keyring>();
+        send_sync::<crate::sources::SourceError>();
+        send_sync::<crate::openpgp::KeyringError>();
     }
 
     #[test]

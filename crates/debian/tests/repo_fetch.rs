@@ -820,3 +820,38 @@ fn many_debs_in_parallel_with_duplicates() {
     // Each file downloaded once.
     assert_eq!(server.requests_for(".deb").len(), 12);
 }
+
+#[test]
+fn fixture_repo_script_builds_a_repository_the_fetcher_accepts() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fixture-repo");
+    let out = tempfile::tempdir().unwrap();
+    let stdout = support::run(
+        std::process::Command::new(&script)
+            .arg(out.path())
+            .arg("alpha=1.0-1;Depends: beta (>= 2)")
+            .arg("beta=2:2.0;Architecture: all"),
+    );
+    // The script prints the source entry to use.
+    let line = String::from_utf8(stdout).unwrap();
+    let source = debian::sources::parse_one_line(line.trim()).unwrap();
+    let keyring =
+        debian::openpgp::Keyring::for_source(&source, Path::new("/nonexistent/etc/apt")).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(cache.path());
+    let release = fetcher.release(&source, &keyring, now()).unwrap();
+    let index = fetcher
+        .packages_index(&source, &release, "main", "amd64")
+        .unwrap();
+    let mut requests = Vec::new();
+    for p in control::paragraphs(&index) {
+        let p = p.unwrap();
+        requests.push(debian::fetch::DebRequest {
+            repository: source.uri.clone(),
+            filename: p.require("Filename").unwrap().to_owned(),
+            sha256: types::Digest::from_hex(p.require("SHA256").unwrap()).unwrap(),
+            size: p.require("Size").unwrap().parse().unwrap(),
+        });
+    }
+    assert_eq!(package_names(&index), ["alpha", "beta"]);
+    assert_eq!(fetcher.debs(&requests).unwrap().len(), 2);
+}
