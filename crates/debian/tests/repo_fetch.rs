@@ -855,3 +855,50 @@ fn fixture_repo_script_builds_a_repository_the_fetcher_accepts() {
     assert_eq!(package_names(&index), ["alpha", "beta"]);
     assert_eq!(fetcher.debs(&requests).unwrap().len(), 2);
 }
+
+#[test]
+fn leftover_partial_is_resumed_and_a_corrupt_one_is_discarded() {
+    let gpg = Gpg::new();
+    let repo = three_packages().build(&gpg);
+    let server = Server::start(&repo.root);
+    let gamma = repo.deb("gamma");
+    let bytes = support::read(&repo.root.join(&gamma.filename));
+    let cache = tempfile::tempdir().unwrap();
+    let partial_dir = cache.path().join("partial");
+    std::fs::create_dir_all(&partial_dir).unwrap();
+    let partial = partial_dir.join(format!("{}.partial", gamma.sha256.hex()));
+
+    // What an interrupted earlier run left: the first 1000 bytes.
+    std::fs::write(&partial, &bytes[..1000]).unwrap();
+    let fetcher = Fetcher::new(cache.path());
+    let paths = fetcher.debs(&[gamma.request(&server.url())]).unwrap();
+    assert_eq!(support::read(&paths[0]), bytes);
+    let log = server.requests_for(&gamma.filename);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].range.as_deref(), Some("bytes=1000-"));
+    assert!(!partial.exists());
+
+    // A leftover whose bytes are wrong: the completed file does not verify, is reported and
+    // removed, and the next run downloads it whole.
+    let cache = tempfile::tempdir().unwrap();
+    let partial_dir = cache.path().join("partial");
+    std::fs::create_dir_all(&partial_dir).unwrap();
+    let partial = partial_dir.join(format!("{}.partial", gamma.sha256.hex()));
+    let mut corrupt = bytes[..1000].to_vec();
+    corrupt[10] ^= 0xff;
+    std::fs::write(&partial, &corrupt).unwrap();
+    server.clear_log();
+    let fetcher = Fetcher::new(cache.path());
+    let e = fetcher.debs(&[gamma.request(&server.url())]).unwrap_err();
+    assert!(matches!(e, FetchError::DigestMismatch { .. }), "{e}");
+    assert!(!partial.exists());
+    assert!(files_below(&cache.path().join("debs")).is_empty());
+    let paths = fetcher.debs(&[gamma.request(&server.url())]).unwrap();
+    assert_eq!(support::read(&paths[0]), bytes);
+    let ranges: Vec<_> = server
+        .requests_for(&gamma.filename)
+        .into_iter()
+        .map(|r| r.range)
+        .collect();
+    assert_eq!(ranges, [Some("bytes=1000-".to_owned()), None]);
+}
