@@ -17,7 +17,6 @@ pub mod dsse;
 pub mod key;
 pub mod provenance;
 pub mod statement;
-mod time;
 
 pub use dsse::{Envelope, VerifyError, IN_TOTO_PAYLOAD_TYPE};
 pub use key::{Algorithm, Key, KeyError, PublicKey};

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use types::Digest;
 
-use crate::{time, AttestError};
+use crate::AttestError;
 
 /// `buildType` of a hardbox image build from a spec and Debian packages.
 pub const BUILD_TYPE: &str = concat!(
@@ -109,7 +109,7 @@ impl Provenance {
 
     /// The predicate as JSON.
     pub fn to_predicate(&self) -> Result<serde_json::Value, AttestError> {
-        let time = time::rfc3339(self.source_date_epoch)
+        let time = types::time::rfc3339(self.source_date_epoch)
             .ok_or(AttestError::BadTimestamp(self.source_date_epoch))?;
         let mut external = serde_json::Map::new();
         for (name, value) in &self.external_parameters {

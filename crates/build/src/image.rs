@@ -66,26 +66,10 @@ pub struct WrittenImage {
     pub diff_ids: Vec<Digest>,
 }
 
-/// RFC 3339 UTC time of `epoch` seconds.
+/// RFC 3339 UTC time of `epoch` seconds (from the year 10000 on, that year's first second:
+/// OCI configs want four-digit years).
 pub fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86400) as i64;
-    let secs = epoch % 86400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
+    types::time::rfc3339(epoch).unwrap_or_else(|| "9999-12-31T23:59:59Z".to_owned())
 }
 
 /// Splits the tree into at most `max` layers: the largest packages get their own layers, the

@@ -4,5 +4,6 @@
 //! must agree on, starting with content digests.
 
 mod digest;
+pub mod time;
 
 pub use digest::{Digest, DigestError, Sha256Writer};
