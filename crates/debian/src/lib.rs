@@ -14,6 +14,8 @@
 //!   [`package::Universe`] of one or more indexes, indexed by name and by provided name.
 //! - [`fetch`]: the [`fetch::Fetcher`]: signed `InRelease` → `Packages` → `.deb`, each verified
 //!   before it enters a content-addressed cache.
+//! - [`resolve`]: the dependency resolver: requests (with pins and exclusions) → the exact,
+//!   sorted set of packages to install, or an error explaining the failing chain.
 
 #![forbid(unsafe_code)]
 
@@ -24,5 +26,6 @@ pub mod openpgp;
 pub mod package;
 pub mod relation;
 pub mod release;
+pub mod resolve;
 pub mod sources;
 pub mod version;
