@@ -16,12 +16,14 @@
 //!   before it enters a content-addressed cache.
 //! - [`resolve`]: the dependency resolver: requests (with pins and exclusions) → the exact,
 //!   sorted set of packages to install, or an error explaining the failing chain.
+//! - [`lock`]: `hardbox.lock.json`: the resolved set with its repositories, to rebuild exactly.
 
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod deb;
 pub mod fetch;
+pub mod lock;
 pub mod openpgp;
 pub mod package;
 pub mod relation;

@@ -504,3 +504,31 @@ fn the_same_inputs_resolve_the_same_whatever_their_order() {
         assert!(r.warnings.is_empty());
     }
 }
+
+#[test]
+fn a_lock_gives_back_exactly_the_resolved_set() {
+    use debian::lock::{Lock, LockedRepository};
+
+    let idx = index(&[
+        pkg("app 1", &["Depends: lib (>= 1), awk"]),
+        pkg("lib 2", &["Source: libsrc (2-1)"]),
+        pkg("mawk 1", &["Provides: awk"]),
+    ]);
+    let universe = Universe::new([(RepoId(0), idx.as_str())]).unwrap();
+    let reqs = requests(&["app", "!gawk"]);
+    let r = resolve(&universe, &reqs, &Architectures::native("amd64")).unwrap();
+    let repo = LockedRepository {
+        uri: "http://archive.invalid/debian".into(),
+        suite: "bookworm".into(),
+        components: vec!["main".into()],
+        inrelease_sha256: "0".repeat(64),
+    };
+    let lock = Lock::new("amd64", &[], vec![repo], &reqs, &r);
+    let text = lock.to_json();
+    assert!(text.ends_with("}\n"));
+    let back = Lock::from_json(&text).unwrap();
+    assert_eq!(back.resolved(), r.packages);
+    assert!(back.matches_requests(&requests(&["!gawk", "app"])));
+    assert_eq!(back.packages[1].source, "libsrc");
+    assert_eq!(back.packages[1].source_version.as_str(), "2-1");
+}
