@@ -556,16 +556,7 @@ impl<'a> Universe<'a> {
     ) -> Result<Universe<'a>, IndexError> {
         let mut packages = Vec::new();
         for (repo, text) in indexes {
-            for para in control::paragraphs(text) {
-                let para = para.map_err(|e| IndexError {
-                    repo,
-                    error: e.into(),
-                })?;
-                packages.push(
-                    Package::from_paragraph(text, &para, repo)
-                        .map_err(|error| IndexError { repo, error })?,
-                );
-            }
+            packages.extend(parse_index(repo, text)?);
         }
         Ok(Universe::from_packages(packages))
     }
@@ -665,6 +656,72 @@ impl<'a> Index<PackageId> for Universe<'a> {
     fn index(&self, id: PackageId) -> &Package<'a> {
         &self.packages[id.index()]
     }
+}
+
+/// Indexes larger than this are parsed by two threads, one half each.
+const PARALLEL_ABOVE: usize = 4 << 20;
+
+/// Parses every paragraph of one `Packages` index.
+///
+/// A large index (Debian main is ~50 MiB) is cut at a blank line near its middle and the halves
+/// are parsed at the same time; the second half's line numbers are shifted, so packages and
+/// errors name the same lines as a single pass would (an error in the first half wins).
+pub fn parse_index(repo: RepoId, text: &str) -> Result<Vec<Package<'_>>, IndexError> {
+    let split = (text.len() > PARALLEL_ABOVE)
+        .then(|| text.get(text.len() / 2..))
+        .flatten()
+        .and_then(|tail| tail.find("\n\n"))
+        .map(|i| text.len() / 2 + i + 1);
+    let Some(split) = split else {
+        return parse_part(repo, text, 0);
+    };
+    let (first, second) = text.split_at(split);
+    let (a, b) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            let offset = first.bytes().filter(|&b| b == b'\n').count();
+            parse_part(repo, second, offset)
+        });
+        let a = parse_part(repo, first, 0);
+        (a, second.join())
+    });
+    let b = b.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let mut packages = a?;
+    packages.extend(b?);
+    Ok(packages)
+}
+
+/// Parses `text`, a part of an index that starts after `line_offset` lines.
+fn parse_part(
+    repo: RepoId,
+    text: &str,
+    line_offset: usize,
+) -> Result<Vec<Package<'_>>, IndexError> {
+    let shift = |mut error: PackageError| {
+        error.line += line_offset;
+        IndexError { repo, error }
+    };
+    let mut packages = Vec::new();
+    for para in control::paragraphs(text) {
+        let para = para.map_err(|e| shift(e.into()))?;
+        let mut p = Package::from_paragraph(text, &para, repo).map_err(shift)?;
+        if line_offset > 0 {
+            p.line += line_offset;
+            for (_, line) in [
+                &mut p.pre_depends,
+                &mut p.depends,
+                &mut p.conflicts,
+                &mut p.breaks,
+                &mut p.replaces,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *line += line_offset;
+            }
+        }
+        packages.push(p);
+    }
+    Ok(packages)
 }
 
 fn package_id(i: usize) -> PackageId {
@@ -877,6 +934,52 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "line 2: expected `Name: value`, found \"broken\""
+        );
+    }
+
+    /// An index large enough to be parsed in two halves: the same packages, lines and errors as
+    /// parsing it in one pass.
+    #[test]
+    fn large_index_parsed_in_halves_keeps_lines() {
+        let mut text = String::new();
+        let mut n = 0;
+        while text.len() <= PARALLEL_ABOVE + 1000 {
+            text.push_str(&para(&format!(
+                "Package: p{n}\nVersion: 1\nArchitecture: all\nDepends: q{n}\n"
+            )));
+            text.push('\n');
+            n += 1;
+        }
+        let halves = parse_index(RepoId(0), &text).unwrap();
+        let single = parse_part(RepoId(0), &text, 0).unwrap();
+        assert_eq!(halves.len(), n);
+        for (a, b) in halves.iter().zip(&single) {
+            assert_eq!((a.name, a.line, a.paragraph), (b.name, b.line, b.paragraph));
+            assert_eq!(a.depends(), b.depends());
+        }
+        // An error in the second half names its line in the whole text.
+        let lines = text.lines().count();
+        let mut broken = text.clone();
+        broken.push_str("Package: broken\n");
+        let e = parse_index(RepoId(0), &broken).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("line {}: package broken: missing Version field", lines + 1)
+        );
+        // So does a relation error, found when the field is read.
+        let mut late = text.clone();
+        late.push_str(&para(
+            "Package: late\nVersion: 1\nArchitecture: all\nDepends: (\n",
+        ));
+        let packages = parse_index(RepoId(0), &late).unwrap();
+        let p = packages.last().unwrap();
+        assert_eq!(p.line, lines + 1);
+        assert_eq!(
+            p.depends().unwrap_err().to_string(),
+            format!(
+                "line {}: package late: Depends: missing package name in \"(\"",
+                lines + 4
+            )
         );
     }
 }
