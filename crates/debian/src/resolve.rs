@@ -25,7 +25,7 @@
 //!   instances must share one version). `Conflicts` and `Breaks` between selected packages,
 //!   including those on provided names, are not allowed. When a choice leads to a conflict the
 //!   resolver backtracks to the most recent choice with an untried candidate (older versions
-//!   included), up to [`MAX_STEPS`] group evaluations.
+//!   included), up to [`MAX_STEPS`] group evaluations. `Replaces` does not affect the choice.
 //! - Architectures follow dpkg: `all` counts as the native architecture; a plain dependency is
 //!   satisfied by a package of the depending package's architecture or by a `Multi-Arch:
 //!   foreign` one of any enabled architecture; `:any` by a `Multi-Arch: allowed` or `foreign`
@@ -997,6 +997,7 @@ impl<'x> Resolver<'x> {
                 let blockers = group
                     .candidates
                     .iter()
+                    .filter(|&&c| self.installable(c))
                     .filter_map(|&c| self.rejection(c, &state))
                     .map(|b| b.blocker());
                 let depends_on = group

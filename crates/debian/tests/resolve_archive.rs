@@ -26,7 +26,9 @@ fn host_arch() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// The host's `main` package lists for `arch`, sorted (their position is their RepoId).
+/// The host's `main` package lists for `arch`, sorted (their position is their RepoId), leaving
+/// out suites whose `InRelease` says `NotAutomatic: yes` (backports, experimental): apt does not
+/// install from those unless asked, and the test compares with apt's choice.
 fn main_lists(arch: &str) -> Vec<PathBuf> {
     let suffix = format!("_main_binary-{arch}_Packages");
     let mut lists: Vec<PathBuf> = std::fs::read_dir(LISTS)
@@ -39,6 +41,15 @@ fn main_lists(arch: &str) -> Vec<PathBuf> {
         })
         .collect();
     lists.sort();
+    lists.retain(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let in_release = name
+            .find(&suffix)
+            .map(|i| Path::new(LISTS).join(format!("{}_InRelease", &name[..i])));
+        !in_release
+            .and_then(|r| std::fs::read_to_string(r).ok())
+            .is_some_and(|text| text.lines().any(|l| l.trim() == "NotAutomatic: yes"))
+    });
     assert!(
         !lists.is_empty(),
         "no apt lists {LISTS}/*{suffix}*: run `apt-get update` as root first \
