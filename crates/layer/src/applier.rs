@@ -60,34 +60,60 @@ pub struct Applier {
     parents: HashMap<Vec<u8>, Arc<OwnedFd>>,
 }
 
-/// Hashes what is read through it; notes whether the inner reader failed.
-struct HashingReader<'a, R> {
+/// Reads the layer blob on the producing thread: hashes what it reads (when asked), counts it,
+/// writes a copy of it (when given somewhere to write), and notes whether the blob itself failed.
+/// The copy is written from the very buffer that was hashed, before it is passed on, so the copy,
+/// the hash and what is applied are the same bytes.
+struct BlobReader<'a, 'c, R> {
     inner: R,
     hasher: Option<Sha256Writer>,
+    copy: Option<&'c mut (dyn Write + Send)>,
+    /// Why writing the copy failed; the stream then fails too.
+    copy_error: Option<io::Error>,
+    len: u64,
     failed: &'a AtomicBool,
 }
 
-impl<'a, R: Read> HashingReader<'a, R> {
-    fn new(inner: R, hash: bool, failed: &'a AtomicBool) -> Self {
-        HashingReader {
+impl<'a, 'c, R: Read> BlobReader<'a, 'c, R> {
+    fn new(
+        inner: R,
+        hash: bool,
+        copy: Option<&'c mut (dyn Write + Send)>,
+        failed: &'a AtomicBool,
+    ) -> Self {
+        BlobReader {
             inner,
             hasher: hash.then(Sha256Writer::new),
+            copy,
+            copy_error: None,
+            len: 0,
             failed,
         }
     }
-
-    fn digest(self) -> Option<Digest> {
-        self.hasher.map(|h| h.finish().0)
-    }
 }
 
-impl<R: Read> Read for HashingReader<'_, R> {
+impl<R: Read> Read for BlobReader<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.copy_error.is_some() {
+            return Err(io::Error::other(
+                "writing the copy of the layer blob failed",
+            ));
+        }
         match self.inner.read(buf) {
             Ok(n) => {
                 if let Some(hasher) = &mut self.hasher {
                     hasher.update(&buf[..n]);
                 }
+                if let Some(copy) = &mut self.copy {
+                    if let Err(error) = copy.write_all(&buf[..n]) {
+                        self.failed.store(true, Ordering::Relaxed);
+                        self.copy_error = Some(error);
+                        return Err(io::Error::other(
+                            "writing the copy of the layer blob failed",
+                        ));
+                    }
+                }
+                self.len += n as u64;
                 Ok(n)
             }
             Err(e) => {
@@ -162,6 +188,34 @@ impl Applier {
         layer: &Digest,
         compression: Compression,
     ) -> Result<LayerStats, LayerError> {
+        self.apply_inner(blob, None, layer, compression)
+    }
+
+    /// Applies one layer like [`Applier::apply`] and writes a copy of every byte of `blob` to
+    /// `copy` in the same pass, so that storing a blob and applying it read and hash it once.
+    ///
+    /// The reading thread writes each piece of the blob to `copy` from the buffer it hashed,
+    /// before passing it on: the copy, [`LayerStats::digest`] and what was applied are the same
+    /// bytes. The copy is complete only when this returns `Ok`; whether it may be kept (its
+    /// digest and diff_id match what the caller expected) is for the caller to decide. A failed
+    /// write to `copy` is [`LayerError::CopyBlob`].
+    pub fn apply_and_copy(
+        &mut self,
+        blob: &mut (dyn Read + Send),
+        copy: &mut (dyn Write + Send),
+        layer: &Digest,
+        compression: Compression,
+    ) -> Result<LayerStats, LayerError> {
+        self.apply_inner(blob, Some(copy), layer, compression)
+    }
+
+    fn apply_inner(
+        &mut self,
+        blob: &mut (dyn Read + Send),
+        copy: Option<&mut (dyn Write + Send)>,
+        layer: &Digest,
+        compression: Compression,
+    ) -> Result<LayerStats, LayerError> {
         let blob_failed = AtomicBool::new(false);
         // One core reads, hashes and decompresses the blob; the other applies entries. For a
         // compressed blob the tar stream (diff_id) is hashed on the applying side, which has time
@@ -188,22 +242,31 @@ impl Applier {
         let (applied, produced) = std::thread::scope(|scope| {
             let producer = std::thread::Builder::new()
                 .name("hardbox-layer-read".to_owned())
-                .spawn_scoped(scope, || produce(blob, compression, sink, &blob_failed));
+                .spawn_scoped(scope, || {
+                    produce(blob, copy, compression, sink, &blob_failed)
+                });
             let producer = match producer {
                 Ok(producer) => producer,
-                Err(source) => return (Err(run.read_error(source)), None),
+                Err(source) => return (Err(run.read_error(source)), Err(None)),
             };
             // `reader` is dropped on an error, which stops the producer.
             let applied = run.apply_stream(reader).map(ChunkReader::finish);
-            (applied, producer.join().ok().flatten())
+            (applied, producer.join().unwrap_or(Err(None)))
         });
+        // A failed copy also failed the stream; report the cause, not its consequence.
+        if let Err(Some(source)) = produced {
+            return Err(LayerError::CopyBlob {
+                layer: layer.clone(),
+                source,
+            });
+        }
         let received = applied?;
         let stopped = || LayerError::ReadBlob {
             layer: layer.clone(),
             source: io::Error::other("the thread reading the layer stopped before its end"),
         };
-        let (digest, sent) = produced.ok_or_else(stopped)?;
-        let diff_id = match (sent, received) {
+        let produced = produced.map_err(|_| stopped())?;
+        let diff_id = match (produced.diff_id, received) {
             (Some(diff_id), _) | (None, Some((diff_id, _))) => diff_id,
             (None, None) => return Err(stopped()),
         };
@@ -215,7 +278,8 @@ impl Applier {
         } = run;
         Ok(LayerStats {
             diff_id,
-            digest,
+            digest: produced.digest,
+            blob_size: produced.blob_size,
             entries,
             bytes,
             warnings,
@@ -266,18 +330,28 @@ impl Applier {
     }
 }
 
-/// The producer thread of [`Applier::apply`]: reads the blob to its end, decompresses it and
-/// sends the tar stream on. Returns the blob's digest, and the tar stream's (its diff_id) when
-/// the sink hashed it, once the whole blob was read; a failure is forwarded to the reader side,
-/// which reports it.
+/// What the producer thread read: the blob's digest and size, and the tar stream's digest (its
+/// diff_id) when the producer hashed it.
+struct Produced {
+    digest: Digest,
+    blob_size: u64,
+    diff_id: Option<Digest>,
+}
+
+/// The producer thread of [`Applier::apply`]: reads the blob to its end (copying it when asked),
+/// decompresses it and sends the tar stream on. Returns the blob's digest and size, and the tar
+/// stream's digest when the sink hashed it, once the whole blob was read. A failure is forwarded
+/// to the reader side, which reports it; a failed copy is also returned (`Err(Some)`), so that it
+/// is reported as such rather than as a read error.
 fn produce(
     blob: &mut (dyn Read + Send),
+    copy: Option<&mut (dyn Write + Send)>,
     compression: Compression,
     mut sink: ChunkSink,
     blob_failed: &AtomicBool,
-) -> Option<(Digest, Option<Digest>)> {
+) -> Result<Produced, Option<io::Error>> {
     // An uncompressed blob is its own tar stream: the sink's hash is both digests.
-    let mut raw = HashingReader::new(blob, compression != Compression::None, blob_failed);
+    let mut raw = BlobReader::new(blob, compression != Compression::None, copy, blob_failed);
     let sent = match compression {
         Compression::None => sink.pump(&mut raw),
         Compression::Gzip => sink.pump(&mut flate2::read::MultiGzDecoder::new(&mut raw)),
@@ -290,17 +364,27 @@ fn produce(
         },
     };
     if !sent {
-        return None;
+        return Err(raw.copy_error.take());
     }
     // Bytes after the end of the compressed stream are part of the blob's digest.
     if let Err(error) = io::copy(&mut raw, &mut io::sink()) {
         sink.fail(error);
-        return None;
+        return Err(raw.copy_error.take());
     }
     let sent = sink.finish().map(|(digest, _)| digest);
-    match raw.digest() {
-        Some(digest) => Some((digest, sent)),
-        None => sent.map(|digest| (digest.clone(), Some(digest))),
+    let blob_size = raw.len;
+    match (raw.hasher.map(|hasher| hasher.finish().0), sent) {
+        (Some(digest), diff_id) => Ok(Produced {
+            digest,
+            blob_size,
+            diff_id,
+        }),
+        (None, Some(digest)) => Ok(Produced {
+            diff_id: Some(digest.clone()),
+            digest,
+            blob_size,
+        }),
+        (None, None) => Err(None),
     }
 }
 

@@ -93,6 +93,13 @@ pub enum LayerError {
         source: io::Error,
     },
 
+    #[error("failed to apply layer {layer}: failed to write a copy of the layer blob")]
+    CopyBlob {
+        layer: Digest,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("failed to apply layer {layer}: tar stream is truncated after entry {after:?}")]
     TruncatedTar { layer: Digest, after: String },
 

@@ -149,6 +149,8 @@ impl std::fmt::Display for Warning {
 pub struct LayerStats {
     /// Digest of the blob exactly as read (compressed), to check against the manifest.
     pub digest: Digest,
+    /// Size of the blob exactly as read (compressed), to check against the manifest.
+    pub blob_size: u64,
     /// Digest of the uncompressed tar stream, to check against the config's `rootfs.diff_ids`.
     pub diff_id: Digest,
     pub entries: u64,

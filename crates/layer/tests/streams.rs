@@ -158,3 +158,88 @@ fn decompression_bomb_after_end_of_archive_is_refused() {
         )
     );
 }
+
+/// A writer that accepts `room` bytes, then fails.
+struct Full {
+    room: usize,
+}
+
+impl std::io::Write for Full {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::other("device full"));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn apply_and_copy_copies_exactly_the_blob_it_applied_and_hashed() {
+    let tar = Tar::new()
+        .dir("d/")
+        .file("d/big", vec![9u8; 3 << 20])
+        .file("d/small", "small");
+    let plain = tar.bytes();
+    let mut padded = plain.clone();
+    padded.resize(padded.len() + 8192, 0);
+    for (blob, compression, diff_id) in [
+        (plain.clone(), Compression::None, Digest::of(&plain)),
+        (padded.clone(), Compression::None, Digest::of(&padded)),
+        (tar.gzip(), Compression::Gzip, Digest::of(&plain)),
+        (tar.zstd(), Compression::Zstd, Digest::of(&plain)),
+    ] {
+        let sandbox = Sandbox::new();
+        let mut applier = Applier::new(&sandbox.root, options()).expect("open");
+        let mut copy = Vec::new();
+        let stats = applier
+            .apply_and_copy(&mut &blob[..], &mut copy, &digest_of(&blob), compression)
+            .expect("apply");
+        assert!(
+            copy == blob,
+            "{compression:?}: the copy differs from the blob"
+        );
+        assert_eq!(stats.digest, Digest::of(&blob), "{compression:?}");
+        assert_eq!(stats.blob_size, blob.len() as u64, "{compression:?}");
+        assert_eq!(stats.diff_id, diff_id, "{compression:?}");
+        assert_eq!(fs::read(sandbox.path("d/big")).expect("big").len(), 3 << 20);
+    }
+}
+
+#[test]
+fn a_failed_copy_is_reported_as_such_naming_the_layer() {
+    let tar = Tar::new().file("big", vec![3u8; 5 << 20]);
+    for (blob, compression) in [
+        (tar.bytes(), Compression::None),
+        (tar.gzip(), Compression::Gzip),
+    ] {
+        let sandbox = Sandbox::new();
+        let mut applier = Applier::new(&sandbox.root, options()).expect("open");
+        let err = applier
+            .apply_and_copy(
+                &mut &blob[..],
+                &mut Full { room: 4096 },
+                &digest_of(&blob),
+                compression,
+            )
+            .expect_err("the copy cannot be written");
+        assert!(matches!(err, LayerError::CopyBlob { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "failed to apply layer {}: failed to write a copy of the layer blob",
+                digest_of(&blob)
+            )
+        );
+        assert_eq!(
+            std::error::Error::source(&err).map(ToString::to_string),
+            Some("device full".to_owned())
+        );
+        sandbox.assert_outside_untouched();
+    }
+}
