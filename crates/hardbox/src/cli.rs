@@ -210,6 +210,12 @@ pub struct ImportArgs {
     /// Print the imported images as JSON
     #[arg(long)]
     pub json: bool,
+    /// Also unpack the image into DIR (must not exist, or be empty), in the same pass over each
+    /// layer; the source must hold one image (pick it with --platform)
+    #[arg(long, value_name = "DIR")]
+    pub unpack: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

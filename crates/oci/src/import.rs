@@ -6,6 +6,15 @@
 //! size match the descriptor that refers to it. All manifests and configs are checked before any
 //! blob is stored, all blobs are stored before `index.json` changes, and a failed import leaves
 //! `index.json` as it was (at worst with unreferenced blobs, which `gc` removes).
+//!
+//! With `--unpack` ([`Store::import_unpack`]) the one imported image is also unpacked, in the
+//! same pass over each layer's bytes: a layer of a layout is read once, hashed once (on a second
+//! core) and, from the same buffers, written to its staging file in `tmp/` and applied to a
+//! staging sibling of the target directory ([`layer::Applier::apply_and_copy`]). The blob is
+//! renamed into the store only when its digest, size and diff_id match, and the directory is
+//! renamed onto the target only when every layer matched. Archive members are staged (and
+//! hashed) as the archive is read, before anything says which of them are layers, so a layer of
+//! an archive is read and hashed again as it is applied.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Seek, Write};
@@ -27,6 +36,7 @@ use crate::spec::{
 use crate::store::{
     check_layer_count, parse_config, parse_index, parse_manifest, read_verified, Store,
 };
+use crate::unpack::{UnpackError, UnpackReport, Unpacking};
 
 /// What to import and how to name it.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +109,8 @@ pub enum ImportError {
     NoPlatform { path: PathBuf, platform: Platform },
     #[error("--tag names one image but {path} holds {count}")]
     TagNeedsOneImage { path: PathBuf, count: usize },
+    #[error("--unpack needs one image but {path} holds {count}")]
+    UnpackNeedsOneImage { path: PathBuf, count: usize },
     #[error("{path} names an image {name:?} hardbox cannot store")]
     Name {
         path: PathBuf,
@@ -127,6 +139,8 @@ pub enum ImportError {
     Write(BlobError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
 }
 
 /// An image checked and ready to store.
@@ -135,7 +149,41 @@ struct Planned {
     manifest_bytes: Vec<u8>,
     manifest: Manifest,
     config_bytes: Vec<u8>,
+    /// The config's `rootfs.diff_ids`, one per layer (checked).
+    diff_ids: Vec<Digest>,
     names: Vec<String>,
+}
+
+/// Where `--unpack` puts the imported image, and how its layers are applied.
+#[derive(Debug, Clone, Copy)]
+struct UnpackTarget<'a> {
+    dir: &'a Path,
+    options: layer::Options,
+}
+
+/// Starts unpacking the one planned image, when asked to: before any blob is stored, so that a
+/// source of several images, or a target that is not free, changes nothing.
+fn start_unpacking(
+    target: Option<UnpackTarget<'_>>,
+    source: &Path,
+    images: &[Planned],
+) -> Result<Option<Unpacking>, ImportError> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    let [image] = images else {
+        return Err(ImportError::UnpackNeedsOneImage {
+            path: source.to_owned(),
+            count: images.len(),
+        });
+    };
+    let unpacking = Unpacking::start(
+        target.dir,
+        &image.descriptor.digest,
+        image.manifest.layers.len(),
+        target.options,
+    )?;
+    Ok(Some(unpacking))
 }
 
 impl Store {
@@ -145,12 +193,50 @@ impl Store {
         source: &Path,
         options: &ImportOptions,
     ) -> Result<Vec<ImportedImage>, ImportError> {
+        self.import_inner(source, options, None)
+            .map(|(imported, _)| imported)
+    }
+
+    /// Imports the one image in `source` (after `options.platform` picked among platforms) and
+    /// unpacks it into `dir`, which must not exist or be empty, reading and hashing each layer
+    /// of a layout once (see the module docs). Layers are applied with `unpack`, as
+    /// [`Store::unpack`] would.
+    ///
+    /// Nothing is stored and `dir` is not touched when the source holds several images or `dir`
+    /// is not free. On error `index.json` is unchanged (blobs of layers that matched may remain,
+    /// unreferenced) and `dir` is left as it was, unless the error is the final write of
+    /// `index.json`, after `dir` was put in place.
+    pub fn import_unpack(
+        &self,
+        source: &Path,
+        options: &ImportOptions,
+        dir: &Path,
+        unpack: layer::Options,
+    ) -> Result<(Vec<ImportedImage>, UnpackReport), ImportError> {
+        let target = UnpackTarget {
+            dir,
+            options: unpack,
+        };
+        let (imported, report) = self.import_inner(source, options, Some(target))?;
+        // import_inner unpacks whenever it is given a target.
+        let report = report.ok_or_else(|| ImportError::NoImages {
+            path: source.to_owned(),
+        })?;
+        Ok((imported, report))
+    }
+
+    fn import_inner(
+        &self,
+        source: &Path,
+        options: &ImportOptions,
+        unpack: Option<UnpackTarget<'_>>,
+    ) -> Result<(Vec<ImportedImage>, Option<UnpackReport>), ImportError> {
         let _lock = self.lock_store(LockMode::Shared)?;
         let meta = fs::metadata(source).map_err(|e| ImportError::Source {
             path: source.to_owned(),
             source: e,
         })?;
-        let (kind, planned) = if meta.is_dir() {
+        let (kind, planned, unpacking) = if meta.is_dir() {
             let index_path = source.join("index.json");
             if !index_path.is_file() {
                 return Err(ImportError::UnknownSource {
@@ -162,8 +248,9 @@ impl Store {
             };
             let index = read_member_file(source, "index.json", &index_path)?;
             let planned = plan_layout(&blobs, source, &index, options)?;
-            store_layout(self, &blobs, &planned)?;
-            (SourceKind::OciDir, planned)
+            let mut unpacking = start_unpacking(unpack, source, &planned)?;
+            store_layout(self, &blobs, &planned, unpacking.as_mut())?;
+            (SourceKind::OciDir, planned, unpacking)
         } else {
             let members = Members::stage(self, source)?;
             if let Some(index) = members.read_small(source, "index.json")? {
@@ -172,17 +259,22 @@ impl Store {
                     members: &members,
                 };
                 let planned = plan_layout(&blobs, source, &index, options)?;
-                store_layout(self, &blobs, &planned)?;
-                (SourceKind::OciArchive, planned)
+                let mut unpacking = start_unpacking(unpack, source, &planned)?;
+                store_layout(self, &blobs, &planned, unpacking.as_mut())?;
+                (SourceKind::OciArchive, planned, unpacking)
             } else if let Some(list) = members.read_small(source, "manifest.json")? {
-                let planned = import_docker(self, &members, source, &list, options)?;
-                (SourceKind::DockerArchive, planned)
+                let (planned, unpacking) =
+                    import_docker(self, &members, source, &list, options, unpack)?;
+                (SourceKind::DockerArchive, planned, unpacking)
             } else {
                 return Err(ImportError::UnknownSource {
                     path: source.to_owned(),
                 });
             }
         };
+        // Every layer matched: the unpacked tree goes in place before the image is named, so
+        // that an error leaves index.json as it was.
+        let report = unpacking.map(Unpacking::finish).transpose()?;
         let imported: Vec<ImportedImage> = planned
             .iter()
             .map(|p| ImportedImage {
@@ -208,7 +300,7 @@ impl Store {
             }
             (true, ())
         })?;
-        Ok(imported)
+        Ok((imported, report))
     }
 }
 
@@ -238,6 +330,66 @@ trait Blobs {
         kind: &'static str,
         descriptor: &Descriptor,
     ) -> Result<(), ImportError>;
+    /// Puts a layer blob into the store and applies it with `unpacking`, both from the bytes
+    /// read, which must match `descriptor` and `diff_id` before the blob is stored.
+    fn transfer_unpacking(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        diff_id: &Digest,
+        unpacking: &mut Unpacking,
+    ) -> Result<(), ImportError>;
+}
+
+/// Checks what applying a layer read against its descriptor and the config's diff_id.
+fn check_layer(
+    source: &Path,
+    descriptor: &Descriptor,
+    diff_id: &Digest,
+    stats: &layer::LayerStats,
+) -> Result<(), ImportError> {
+    crate::store::check("layer", descriptor, &stats.digest, stats.blob_size).map_err(
+        |source_error| ImportError::Invalid {
+            path: source.to_owned(),
+            source: source_error,
+        },
+    )?;
+    if stats.diff_id != *diff_id {
+        return Err(ImportError::DiffId {
+            path: source.to_owned(),
+            layer: descriptor.digest.to_string(),
+            expected: diff_id.clone(),
+            actual: stats.diff_id.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Applies a layer staged from an archive (already hashed as it was staged; hashed again as it
+/// is applied, so the bytes applied are the bytes checked) and adopts it into the store.
+fn apply_staged(
+    store: &Store,
+    archive: &Path,
+    staged: &Staged,
+    descriptor: &Descriptor,
+    diff_id: &Digest,
+    unpacking: &mut Unpacking,
+) -> Result<(), ImportError> {
+    // A layer listed twice was adopted the first time.
+    let path = if store.has_blob(&descriptor.digest) {
+        store.blob_path(&descriptor.digest)
+    } else {
+        staged.temp.clone()
+    };
+    let file = fs::File::open(&path).map_err(|source| ImportError::Source {
+        path: path.clone(),
+        source,
+    })?;
+    let stats = unpacking.apply(descriptor, &mut file.take(descriptor.size + 1), None)?;
+    check_layer(archive, descriptor, diff_id, &stats)?;
+    store
+        .adopt(&staged.temp, &staged.digest)
+        .map_err(ImportError::Write)
 }
 
 struct DirBlobs {
@@ -255,6 +407,25 @@ impl DirBlobs {
             source,
         }
     }
+
+    fn open(&self, kind: &'static str, descriptor: &Descriptor) -> Result<fs::File, ImportError> {
+        let path = self.path(&descriptor.digest);
+        fs::File::open(&path).map_err(|source| {
+            self.invalid(if source.kind() == io::ErrorKind::NotFound {
+                BlobError::Missing {
+                    kind,
+                    digest: descriptor.digest.clone(),
+                }
+            } else {
+                BlobError::Read {
+                    kind,
+                    digest: descriptor.digest.clone(),
+                    path: path.clone(),
+                    source,
+                }
+            })
+        })
+    }
 }
 
 impl Blobs for DirBlobs {
@@ -271,28 +442,61 @@ impl Blobs for DirBlobs {
         if store.has_blob(&descriptor.digest) {
             return Ok(());
         }
-        let path = self.path(&descriptor.digest);
-        let mut file = fs::File::open(&path).map_err(|source| {
-            self.invalid(if source.kind() == io::ErrorKind::NotFound {
-                BlobError::Missing {
-                    kind,
-                    digest: descriptor.digest.clone(),
-                }
-            } else {
-                BlobError::Read {
-                    kind,
-                    digest: descriptor.digest.clone(),
-                    path: path.clone(),
-                    source,
-                }
-            })
-        })?;
+        let mut file = self.open(kind, descriptor)?;
         store
             .put_stream(kind, descriptor, &mut file)
             .map_err(|e| match e {
                 BlobError::Write { .. } => ImportError::Write(e),
                 other => self.invalid(other),
             })
+    }
+
+    fn transfer_unpacking(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        diff_id: &Digest,
+        unpacking: &mut Unpacking,
+    ) -> Result<(), ImportError> {
+        let file = self.open("layer", descriptor)?;
+        // A blob of the wrong size is refused before it is applied (and named as such, rather
+        // than by how its tar stream breaks); it is never read more than one byte past the
+        // expected size, should it grow meanwhile.
+        let size = file
+            .metadata()
+            .map_err(|source| {
+                self.invalid(BlobError::Read {
+                    kind: "layer",
+                    digest: descriptor.digest.clone(),
+                    path: self.path(&descriptor.digest),
+                    source,
+                })
+            })?
+            .len();
+        if size != descriptor.size {
+            return Err(self.invalid(BlobError::SizeMismatch {
+                kind: "layer",
+                digest: descriptor.digest.clone(),
+                expected: descriptor.size,
+                actual: size,
+            }));
+        }
+        let mut blob = file.take(descriptor.size + 1);
+        if store.has_blob(&descriptor.digest) {
+            let stats = unpacking.apply(descriptor, &mut blob, None)?;
+            return check_layer(&self.dir, descriptor, diff_id, &stats);
+        }
+        let mut staged = store
+            .stage_blob(&descriptor.digest)
+            .map_err(ImportError::Write)?;
+        let stats = unpacking.apply(descriptor, &mut blob, Some(&mut staged))?;
+        check_layer(&self.dir, descriptor, diff_id, &stats)?;
+        staged.commit().map_err(|source| {
+            ImportError::Write(BlobError::Write {
+                digest: descriptor.digest.clone(),
+                source,
+            })
+        })
     }
 }
 
@@ -350,6 +554,17 @@ impl Blobs for ArchiveBlobs<'_> {
         store
             .adopt(&staged.temp, &staged.digest)
             .map_err(ImportError::Write)
+    }
+
+    fn transfer_unpacking(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        diff_id: &Digest,
+        unpacking: &mut Unpacking,
+    ) -> Result<(), ImportError> {
+        let staged = self.staged("layer", descriptor)?;
+        apply_staged(store, self.archive, staged, descriptor, diff_id, unpacking)
     }
 }
 
@@ -469,6 +684,7 @@ fn plan_layout(
             manifest_bytes,
             manifest,
             config_bytes,
+            diff_ids: config.rootfs.diff_ids,
             names,
         });
     }
@@ -506,11 +722,20 @@ fn apply_tag(
     Ok(())
 }
 
-/// Stores the layers, configs and manifests of planned layout images.
-fn store_layout(store: &Store, blobs: &dyn Blobs, planned: &[Planned]) -> Result<(), ImportError> {
+/// Stores the layers, configs and manifests of planned layout images, applying the layers with
+/// `unpacking` when given.
+fn store_layout(
+    store: &Store,
+    blobs: &dyn Blobs,
+    planned: &[Planned],
+    mut unpacking: Option<&mut Unpacking>,
+) -> Result<(), ImportError> {
     for image in planned {
-        for layer in &image.manifest.layers {
-            blobs.transfer(store, "layer", layer)?;
+        for (layer, diff_id) in image.manifest.layers.iter().zip(&image.diff_ids) {
+            match unpacking.as_deref_mut() {
+                Some(unpacking) => blobs.transfer_unpacking(store, layer, diff_id, unpacking)?,
+                None => blobs.transfer(store, "layer", layer)?,
+            }
         }
         store
             .put_bytes(&image.manifest.config, &image.config_bytes)
@@ -533,14 +758,16 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-/// Converts the images of a legacy docker-archive to OCI manifests and stores them.
+/// Converts the images of a legacy docker-archive to OCI manifests and stores them, applying
+/// the layers of the one image when asked to unpack it.
 fn import_docker(
     store: &Store,
     members: &Members,
     source: &Path,
     list: &[u8],
     options: &ImportOptions,
-) -> Result<Vec<Planned>, ImportError> {
+    unpack: Option<UnpackTarget<'_>>,
+) -> Result<(Vec<Planned>, Option<Unpacking>), ImportError> {
     let entries: Vec<DockerEntry> =
         serde_json::from_slice(list).map_err(|e| ImportError::Json {
             source_path: source.to_owned(),
@@ -634,6 +861,7 @@ fn import_docker(
             descriptor,
             manifest_bytes,
             manifest,
+            diff_ids: config.rootfs.diff_ids,
             config_bytes,
             names,
         });
@@ -642,11 +870,18 @@ fn import_docker(
     for (image, (_, names)) in planned.iter_mut().zip(images) {
         image.names = names;
     }
+    let mut unpacking = start_unpacking(unpack, source, &planned)?;
     for (image, staged) in planned.iter().zip(&staged_layers) {
-        for member in staged {
-            store
-                .adopt(&member.temp, &member.digest)
-                .map_err(ImportError::Write)?;
+        let layers = image.manifest.layers.iter().zip(&image.diff_ids);
+        for (member, (layer, diff_id)) in staged.iter().zip(layers) {
+            match &mut unpacking {
+                Some(unpacking) => {
+                    apply_staged(store, source, member, layer, diff_id, unpacking)?;
+                }
+                None => store
+                    .adopt(&member.temp, &member.digest)
+                    .map_err(ImportError::Write)?,
+            }
         }
         store
             .put_bytes(&image.manifest.config, &image.config_bytes)
@@ -655,7 +890,7 @@ fn import_docker(
             .put_bytes(&image.descriptor, &image.manifest_bytes)
             .map_err(ImportError::Write)?;
     }
-    Ok(planned)
+    Ok((planned, unpacking))
 }
 
 /// The OCI layer media type for a layer whose first bytes are `head`.

@@ -210,14 +210,23 @@ impl Store {
             digest: digest.clone(),
             source,
         };
-        let mut file =
-            AtomicFile::create(&self.tmp, &self.blob_path(digest)).map_err(write_error)?;
+        let mut file = self.stage_blob(digest)?;
         // Never copy more than one byte past the expected size.
         let (actual, size) =
             layer::chunks::copy_hashed(&mut reader.take(descriptor.size + 1), &mut file)
                 .map_err(write_error)?;
         check(kind, descriptor, &actual, size)?;
         file.commit().map_err(write_error)
+    }
+
+    /// A staging file in `tmp/` for the blob `digest`. The caller writes it, hashing what it
+    /// writes, and commits it (fsync, rename to `blobs/sha256/<hex>`, fsync of the directory)
+    /// only when the hash and size it computed match; dropped uncommitted, it is removed.
+    pub(crate) fn stage_blob(&self, digest: &Digest) -> Result<AtomicFile, BlobError> {
+        AtomicFile::create(&self.tmp, &self.blob_path(digest)).map_err(|source| BlobError::Write {
+            digest: digest.clone(),
+            source,
+        })
     }
 
     /// Moves a staged file (already hashed to `digest`, fsynced, in `tmp/`) into place.

@@ -6,7 +6,7 @@
 //! is the staging directory renamed onto the target. On any error the staging directory is
 //! removed. Writes stay inside the staging directory (the `layer` crate's guarantee).
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
@@ -16,6 +16,7 @@ use types::Digest;
 
 use crate::error::BlobError;
 use crate::images::ReadImageError;
+use crate::spec::Descriptor;
 use crate::store::Store;
 
 /// What `image unpack` did.
@@ -101,30 +102,8 @@ impl Store {
         let _lock = self.lock_store(LockMode::Shared)?;
         let (image, _) = self.load_reference(reference)?;
         let image_digest = image.descriptor.digest.clone();
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "rootfs".to_owned());
-        let mut staging =
-            TempPath::new(parent.join(fsutil::unique_name(&format!(".{name}.unpack-"))));
-        let prepare_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| UnpackError::Write { path, source }
-        };
-        fs::create_dir(staging.path()).map_err(prepare_error(staging.path()))?;
-        let mut applier =
-            layer::Applier::new(staging.path(), options).map_err(prepare_error(staging.path()))?;
-        let mut report = UnpackReport {
-            digest: image_digest.clone(),
-            layers: image.manifest.layers.len(),
-            entries: 0,
-            bytes: 0,
-            warnings: Vec::new(),
-        };
+        let mut unpacking =
+            Unpacking::start(dir, &image_digest, image.manifest.layers.len(), options)?;
         let blob_error = |source| UnpackError::Blob {
             digest: image_digest.clone(),
             source,
@@ -135,14 +114,6 @@ impl Store {
             .iter()
             .zip(&image.config.rootfs.diff_ids)
         {
-            let compression =
-                layer::Compression::from_media_type(&layer.media_type).ok_or_else(|| {
-                    blob_error(BlobError::UnknownMediaType {
-                        kind: "layer",
-                        digest: layer.digest.clone(),
-                        media_type: layer.media_type.clone(),
-                    })
-                })?;
             let mut file = self.open_blob("layer", layer).map_err(blob_error)?;
             let size = file
                 .metadata()
@@ -163,12 +134,7 @@ impl Store {
                     actual: size,
                 }));
             }
-            let stats = applier
-                .apply(&mut file, &layer.digest, compression)
-                .map_err(|source| UnpackError::Layer {
-                    digest: image_digest.clone(),
-                    source,
-                })?;
+            let stats = unpacking.apply(layer, &mut file, None)?;
             if stats.digest != layer.digest {
                 return Err(UnpackError::LayerDigest {
                     image: image_digest.clone(),
@@ -184,18 +150,118 @@ impl Store {
                     actual: stats.diff_id,
                 });
             }
-            report.entries += stats.entries;
-            report.bytes += stats.bytes;
-            report.warnings.extend(stats.warnings);
         }
-        applier.finish().map_err(|source| UnpackError::Layer {
-            digest: image_digest.clone(),
+        unpacking.finish()
+    }
+}
+
+/// An unpack in progress: layers applied, bottom first, into a staging sibling of the target,
+/// which [`Unpacking::finish`] renames onto it. Dropped unfinished, it removes the staging
+/// directory and leaves the target as it was. Used by [`Store::unpack`] and by `image import
+/// --unpack`, which feeds it the layers it is storing.
+#[derive(Debug)]
+pub(crate) struct Unpacking {
+    target: PathBuf,
+    parent: PathBuf,
+    staging: TempPath,
+    applier: layer::Applier,
+    report: UnpackReport,
+}
+
+impl Unpacking {
+    /// Checks that `dir` is absent or empty and creates the staging directory next to it.
+    pub(crate) fn start(
+        dir: &Path,
+        image: &Digest,
+        layers: usize,
+        options: layer::Options,
+    ) -> Result<Unpacking, UnpackError> {
+        if !target_is_free(dir)? {
+            return Err(UnpackError::TargetNotEmpty {
+                path: dir.to_owned(),
+            });
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "rootfs".to_owned());
+        let staging = TempPath::new(parent.join(fsutil::unique_name(&format!(".{name}.unpack-"))));
+        let prepare_error = |source| UnpackError::Write {
+            path: staging.path().to_owned(),
+            source,
+        };
+        fs::create_dir(staging.path()).map_err(prepare_error)?;
+        let applier = layer::Applier::new(staging.path(), options).map_err(prepare_error)?;
+        Ok(Unpacking {
+            target: dir.to_owned(),
+            parent,
+            staging,
+            applier,
+            report: UnpackReport {
+                digest: image.clone(),
+                layers,
+                entries: 0,
+                bytes: 0,
+                warnings: Vec::new(),
+            },
+        })
+    }
+
+    /// Applies the next layer from `blob`, writing a copy of every byte read to `copy` when
+    /// given ([`layer::Applier::apply_and_copy`]). Returns what was applied, the blob's digest,
+    /// size and diff_id among it, for the caller to check before it trusts the layer (or its
+    /// copy): nothing is compared here.
+    pub(crate) fn apply(
+        &mut self,
+        layer: &Descriptor,
+        blob: &mut (dyn Read + Send),
+        copy: Option<&mut (dyn Write + Send)>,
+    ) -> Result<layer::LayerStats, UnpackError> {
+        let compression =
+            layer::Compression::from_media_type(&layer.media_type).ok_or_else(|| {
+                UnpackError::Blob {
+                    digest: self.report.digest.clone(),
+                    source: BlobError::UnknownMediaType {
+                        kind: "layer",
+                        digest: layer.digest.clone(),
+                        media_type: layer.media_type.clone(),
+                    },
+                }
+            })?;
+        let applied = match copy {
+            Some(copy) => self
+                .applier
+                .apply_and_copy(blob, copy, &layer.digest, compression),
+            None => self.applier.apply(blob, &layer.digest, compression),
+        };
+        let mut stats = applied.map_err(|source| UnpackError::Layer {
+            digest: self.report.digest.clone(),
             source,
         })?;
-        place(&staging, dir)?;
-        staging.keep();
-        fsutil::sync_dir(&parent).map_err(prepare_error(&parent))?;
-        Ok(report)
+        self.report.entries += stats.entries;
+        self.report.bytes += stats.bytes;
+        self.report.warnings.append(&mut stats.warnings);
+        Ok(stats)
+    }
+
+    /// Sets the directory metadata disturbed while applying and renames the staging directory
+    /// onto the target.
+    pub(crate) fn finish(mut self) -> Result<UnpackReport, UnpackError> {
+        let digest = self.report.digest.clone();
+        self.applier
+            .finish()
+            .map_err(|source| UnpackError::Layer { digest, source })?;
+        place(&self.staging, &self.target)?;
+        self.staging.keep();
+        fsutil::sync_dir(&self.parent).map_err(|source| UnpackError::Write {
+            path: self.parent.clone(),
+            source,
+        })?;
+        Ok(self.report)
     }
 }
 

@@ -1,16 +1,18 @@
 //! `hardbox image ...`: thin wrappers over `oci::Store`; this module only resolves arguments and
 //! prints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use oci::spec::Platform;
-use oci::{ExportFormat, ImportOptions, Store};
+use oci::{ExportFormat, ImportError, ImportOptions, Store, UnpackReport};
 
 use crate::cli::{self, ImageCommand, LimitArgs};
 use crate::{exit, output, settings};
 
 const LS_HINT: &str = "run 'hardbox image ls' to see the images in the store";
+const UNPACK_ONE_HINT: &str = "pick one platform with --platform, or import without --unpack and \
+                               then run 'hardbox image unpack' for the image you want";
 
 pub fn run(root: Option<PathBuf>, command: ImageCommand) -> Result<u8> {
     let root = settings::store_root(root)?;
@@ -76,9 +78,30 @@ fn import(store: &Store, args: cli::ImportArgs) -> Result<u8> {
         tag: args.tag,
         platform,
     };
-    let imported = store
-        .import(&args.source, &options)
-        .with_context(|| format!("failed to import {}", args.source.display()))?;
+    let context = || format!("failed to import {}", args.source.display());
+    let (imported, unpacked) = match &args.unpack {
+        None => (
+            store.import(&args.source, &options).with_context(context)?,
+            None,
+        ),
+        Some(dir) => {
+            let (imported, report) = store
+                .import_unpack(&args.source, &options, dir, unpack_options(&args.limits))
+                .map_err(|err| {
+                    let needs_one = matches!(err, ImportError::UnpackNeedsOneImage { .. });
+                    let err = anyhow::Error::new(err).context(context());
+                    if needs_one {
+                        output::hinted(format!("{err:#}"), UNPACK_ONE_HINT)
+                    } else {
+                        err
+                    }
+                })?;
+            (imported, Some((dir, report)))
+        }
+    };
+    if let Some((dir, report)) = &unpacked {
+        print_unpacked(report, dir);
+    }
     if args.json {
         output::json(&imported)?;
     } else {
@@ -199,13 +222,26 @@ fn inspect(store: &Store, reference: &str, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn unpack(store: &Store, reference: &str, dir: PathBuf, limits: &LimitArgs) -> Result<u8> {
+/// How `image unpack` and `image import --unpack` apply layers: owners preserved and devices
+/// created as root, owners recorded and devices skipped otherwise; the limits given.
+fn unpack_options(limits: &LimitArgs) -> layer::Options {
     let mut options = layer::Options::for_current_user();
     options.limits = layer::Limits {
         max_bytes: limits.max_unpack_bytes,
         max_entries: limits.max_unpack_entries,
     };
-    let report = store.unpack(reference, &dir, options).map_err(with_hint)?;
+    options
+}
+
+fn unpack(store: &Store, reference: &str, dir: PathBuf, limits: &LimitArgs) -> Result<u8> {
+    let report = store
+        .unpack(reference, &dir, unpack_options(limits))
+        .map_err(with_hint)?;
+    print_unpacked(&report, &dir);
+    Ok(exit::OK)
+}
+
+fn print_unpacked(report: &UnpackReport, dir: &Path) {
     for warning in &report.warnings {
         output::warn(&warning.to_string());
     }
@@ -217,7 +253,6 @@ fn unpack(store: &Store, reference: &str, dir: PathBuf, limits: &LimitArgs) -> R
         human_size(report.bytes),
         dir.display()
     ));
-    Ok(exit::OK)
 }
 
 /// Bytes in the units `docker images` uses (powers of 1000).
