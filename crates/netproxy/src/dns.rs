@@ -113,7 +113,12 @@ impl Query {
             if index > 0 {
                 name.push('.');
             }
-            name.extend(label.iter().flat_map(|b| std::ascii::escape_default(*b)).map(char::from));
+            name.extend(
+                label
+                    .iter()
+                    .flat_map(|b| std::ascii::escape_default(*b))
+                    .map(char::from),
+            );
         }
         name
     }
@@ -432,7 +437,9 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
         let shared = Arc::clone(&shared);
         let socket = Arc::clone(&socket);
         tokio::spawn(async move {
-            let max_len = query.edns_size.map_or(512, |size| usize::from(size).clamp(512, 1232));
+            let max_len = query
+                .edns_size
+                .map_or(512, |size| usize::from(size).clamp(512, 1232));
             let response = answer(&shared, &query, Transport::Udp, client, max_len).await;
             let _ = socket.send_to(&response, client).await;
         });
@@ -440,7 +447,11 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
 }
 
 /// Serves DNS over one TCP connection (queries one after another).
-pub(crate) async fn serve_tcp_connection(shared: Arc<Shared>, mut stream: TcpStream, client: SocketAddr) {
+pub(crate) async fn serve_tcp_connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    client: SocketAddr,
+) {
     loop {
         let mut len = [0u8; 2];
         if stream.read_exact(&mut len).await.is_err() {
@@ -454,7 +465,14 @@ pub(crate) async fn serve_tcp_connection(shared: Arc<Shared>, mut stream: TcpStr
             shared.stats.dns_malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let response = answer(&shared, &query, Transport::Tcp, client, usize::from(u16::MAX)).await;
+        let response = answer(
+            &shared,
+            &query,
+            Transport::Tcp,
+            client,
+            usize::from(u16::MAX),
+        )
+        .await;
         let mut framed = Vec::with_capacity(response.len() + 2);
         framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
         framed.extend_from_slice(&response);
@@ -485,7 +503,10 @@ mod tests {
     fn parses_and_answers() {
         let query = parse_query(&query_packet(0x1234, "Api.Example.com", TYPE_A)).unwrap();
         assert_eq!(query.name().as_deref(), Some("api.example.com"));
-        assert_eq!((query.id, query.qtype, query.edns_size), (0x1234, TYPE_A, None));
+        assert_eq!(
+            (query.id, query.qtype, query.edns_size),
+            (0x1234, TYPE_A, None)
+        );
         let ips: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
         let response = build_response(&query, Rcode::NoError, &ips, 60, 512);
         assert_eq!(&response[..2], &[0x12, 0x34]);

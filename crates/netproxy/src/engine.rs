@@ -152,7 +152,12 @@ pub(crate) struct Interception {
 impl Interception {
     /// The server configuration presenting a leaf certificate for `host` (cached).
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, String> {
-        if let Some(config) = self.server_configs.lock().ok().and_then(|c| c.get(host).cloned()) {
+        if let Some(config) = self
+            .server_configs
+            .lock()
+            .ok()
+            .and_then(|c| c.get(host).cloned())
+        {
             return Ok(config);
         }
         let (chain, key) = self
@@ -209,7 +214,9 @@ impl std::fmt::Debug for Engine {
 fn load_roots(trust: &UpstreamTrust) -> Result<RootCertStore, EngineError> {
     let mut roots = RootCertStore::empty();
     let (certificates, path) = match trust {
-        UpstreamTrust::Certificates(certificates) => (certificates.clone(), PathBuf::from("<given certificates>")),
+        UpstreamTrust::Certificates(certificates) => {
+            (certificates.clone(), PathBuf::from("<given certificates>"))
+        }
         UpstreamTrust::HostStore | UpstreamTrust::PemFile(_) => {
             let path = match trust {
                 UpstreamTrust::PemFile(path) => path.clone(),

@@ -102,19 +102,34 @@ pub struct Event {
     #[serde(rename = "client.port", skip_serializing_if = "Option::is_none")]
     pub client_port: Option<u16>,
     /// The address actually connected to (or refused) upstream.
-    #[serde(rename = "network.peer.address", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "network.peer.address",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub peer_address: Option<IpAddr>,
     /// For `hardbox.policy.denied`: `proxy` or `dns`.
-    #[serde(rename = "hardbox.policy.layer", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hardbox.policy.layer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub layer: Option<&'static str>,
     /// For `hardbox.policy.denied`: what was attempted (`CONNECT evil.test:443`).
-    #[serde(rename = "hardbox.policy.attempted", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hardbox.policy.attempted",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attempted: Option<String>,
     /// For secret events: the secret's name (never its value).
-    #[serde(rename = "hardbox.secret.name", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hardbox.secret.name",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret: Option<String>,
     /// `true` on a `hardbox.policy.denied` for a placeholder sent to another host.
-    #[serde(rename = "hardbox.secret.exfiltration", skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "hardbox.secret.exfiltration",
+        skip_serializing_if = "is_false"
+    )]
     pub exfiltration: bool,
     #[serde(rename = "dns.question.type", skip_serializing_if = "Option::is_none")]
     pub dns_type: Option<String>,
@@ -127,7 +142,10 @@ pub struct Event {
     #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// For `hardbox.sensor.loss`: how many events were lost.
-    #[serde(rename = "hardbox.sensor.lost", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hardbox.sensor.lost",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lost: Option<u64>,
 }
 
@@ -225,7 +243,11 @@ impl EventSender {
     pub fn send(&self, event: Event) {
         let unreported = self.counters.unreported.swap(0, Ordering::AcqRel);
         if unreported > 0 {
-            let mut loss = Event::new(EventName::SensorLoss, Transport::Tcp, ListenerKind::Explicit);
+            let mut loss = Event::new(
+                EventName::SensorLoss,
+                Transport::Tcp,
+                ListenerKind::Explicit,
+            );
             loss.lost = Some(unreported);
             if self.tx.try_send(loss).is_err() {
                 self.counters
@@ -285,13 +307,22 @@ mod tests {
             tx.send(connect(&format!("h{n}.test")));
         }
         assert_eq!(rx.lost(), 3);
-        assert_eq!(rx.try_recv().unwrap().server_address.as_deref(), Some("h0.test"));
-        assert_eq!(rx.try_recv().unwrap().server_address.as_deref(), Some("h1.test"));
+        assert_eq!(
+            rx.try_recv().unwrap().server_address.as_deref(),
+            Some("h0.test")
+        );
+        assert_eq!(
+            rx.try_recv().unwrap().server_address.as_deref(),
+            Some("h1.test")
+        );
         assert!(rx.try_recv().is_none());
         tx.send(connect("h5.test"));
         let loss = rx.try_recv().unwrap();
         assert_eq!((loss.name, loss.lost), (EventName::SensorLoss, Some(3)));
-        assert_eq!(rx.try_recv().unwrap().server_address.as_deref(), Some("h5.test"));
+        assert_eq!(
+            rx.try_recv().unwrap().server_address.as_deref(),
+            Some("h5.test")
+        );
     }
 
     #[test]

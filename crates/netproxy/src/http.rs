@@ -91,7 +91,10 @@ impl RequestHead {
             if line[0] == b' ' || line[0] == b'\t' {
                 return Err(HttpError::Header); // obsolete line folding
             }
-            let colon = line.iter().position(|b| *b == b':').ok_or(HttpError::Header)?;
+            let colon = line
+                .iter()
+                .position(|b| *b == b':')
+                .ok_or(HttpError::Header)?;
             let name = &line[..colon];
             if name.is_empty() || !name.iter().copied().all(is_token_byte) {
                 return Err(HttpError::Header);
@@ -464,7 +467,10 @@ mod tests {
     #[test]
     fn parses_heads() {
         let h = head("GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\nX-A:  1 \r\n\r\n").unwrap();
-        assert_eq!((h.method.as_str(), h.target.as_str(), h.minor_version), ("GET", "http://a.test/x", 1));
+        assert_eq!(
+            (h.method.as_str(), h.target.as_str(), h.minor_version),
+            ("GET", "http://a.test/x", 1)
+        );
         assert_eq!(h.header("x-a"), Some(&b"1"[..]));
         assert_eq!(h.host_header().unwrap(), Some("a.test"));
         assert_eq!(h.framing().unwrap(), Framing::None);
@@ -532,7 +538,11 @@ mod tests {
         let mut out = Vec::new();
         let result = reader
             .forward_body(&mut out, Framing::Length(10), &mut |data: &[u8]| {
-                if data.contains(&b'5') { Err("found") } else { Ok(()) }
+                if data.contains(&b'5') {
+                    Err("found")
+                } else {
+                    Ok(())
+                }
             })
             .await;
         assert!(matches!(result, Err(BodyError::Stopped("found"))));

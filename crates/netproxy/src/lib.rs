@@ -43,6 +43,8 @@ pub use engine::{
     HOST_TRUST_STORE,
 };
 pub use events::{Event, EventName, EventReceiver, EventSender, ListenerKind, Transport};
-pub use policy::{Decision, DecidedBy, Policy, PolicyError, Preset, Rule, RuleKind, Target, Verdict};
+pub use policy::{
+    DecidedBy, Decision, Policy, PolicyError, Preset, Rule, RuleKind, Target, Verdict,
+};
 pub use resolve::{Resolver, StaticResolver, SystemResolver};
 pub use secrets::{CertificateAuthority, Placement, SecretBinding, SecretError, Secrets};

@@ -299,9 +299,7 @@ impl Rule {
     /// range. `0.0.0.0/0` contains every private address but names none of them.
     fn is_explicit_for(&self, range: &SpecialRange) -> bool {
         match &self.matcher {
-            Matcher::Net(cidr) => {
-                cidr.prefix >= range.net.prefix && range.net.contains(cidr.addr)
-            }
+            Matcher::Net(cidr) => cidr.prefix >= range.net.prefix && range.net.contains(cidr.addr),
             Matcher::Host(_) => false,
         }
     }
@@ -394,7 +392,9 @@ impl HostPattern {
         let mut labels = Vec::new();
         for label in rest.split('.') {
             if label.contains("**") {
-                return Err(error("'**' is not a pattern; a leftmost '*.' already matches any depth"));
+                return Err(error(
+                    "'**' is not a pattern; a leftmost '*.' already matches any depth",
+                ));
             }
             check_label(&label.replace('*', "a")).map_err(error)?;
             labels.push(label.to_owned());
@@ -497,7 +497,9 @@ impl Target {
         }
         let last = name.rsplit('.').next().unwrap_or("");
         if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
-            return Err(error("looks like an IP address in a form resolvers read differently"));
+            return Err(error(
+                "looks like an IP address in a form resolvers read differently",
+            ));
         }
         Ok(Self::Name(name))
     }
@@ -571,7 +573,11 @@ impl Cidr {
             None => max,
             Some(p) => match p.parse::<u8>() {
                 Ok(p) if p <= max => p,
-                _ => return Err(format!("invalid prefix length '/{p}' (expected 0 to {max})")),
+                _ => {
+                    return Err(format!(
+                        "invalid prefix length '/{p}' (expected 0 to {max})"
+                    ))
+                }
             },
         };
         let cidr = Self { addr, prefix };
@@ -593,11 +599,15 @@ impl Cidr {
     fn network(&self) -> IpAddr {
         match self.addr {
             IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
             }
             IpAddr::V6(v6) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
             }
         }
@@ -652,7 +662,10 @@ pub const SPECIAL_RANGES: &[SpecialRange] = &[
     range("metadata", Cidr::v4(169, 254, 170, 2, 32)),
     range("metadata", Cidr::v4(100, 100, 100, 200, 32)),
     range("metadata", Cidr::v4(168, 63, 129, 16, 32)),
-    range("metadata", Cidr::v6([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254], 128)),
+    range(
+        "metadata",
+        Cidr::v6([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254], 128),
+    ),
     range("unspecified", Cidr::v4(0, 0, 0, 0, 8)),
     range("private", Cidr::v4(10, 0, 0, 0, 8)),
     range("cgnat", Cidr::v4(100, 64, 0, 0, 10)),
@@ -670,7 +683,10 @@ pub const SPECIAL_RANGES: &[SpecialRange] = &[
     range("unspecified", Cidr::v6([0; 8], 128)),
     range("loopback", Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128)),
     range("discard", Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64)),
-    range("documentation", Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32)),
+    range(
+        "documentation",
+        Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+    ),
     range("unique-local", Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7)),
     range("link-local", Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10)),
     range("site-local", Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10)),
@@ -696,7 +712,9 @@ pub fn special_range(ip: IpAddr) -> Option<&'static SpecialRange> {
         _ => None,
     };
     let probe = embedded.unwrap_or(ip);
-    SPECIAL_RANGES.iter().find(|range| range.net.contains(probe))
+    SPECIAL_RANGES
+        .iter()
+        .find(|range| range.net.contains(probe))
 }
 
 /// Whether a connection may go ahead.
@@ -1009,20 +1027,50 @@ mod tests {
             "deny-host secret.example.org",
             "allow-host api.example.com",
         ]);
-        check(&p, name("a.example.org"), 443, "allow by allow-host *.example.org");
-        check(&p, name("a.b.example.org"), 80, "allow by allow-host *.example.org");
+        check(
+            &p,
+            name("a.example.org"),
+            443,
+            "allow by allow-host *.example.org",
+        );
+        check(
+            &p,
+            name("a.b.example.org"),
+            80,
+            "allow by allow-host *.example.org",
+        );
         check(&p, name("example.org"), 443, "deny by default deny");
-        check(&p, name("secret.example.org"), 443, "deny by deny-host secret.example.org");
-        check(&p, name("API.Example.COM."), 443, "allow by allow-host api.example.com");
+        check(
+            &p,
+            name("secret.example.org"),
+            443,
+            "deny by deny-host secret.example.org",
+        );
+        check(
+            &p,
+            name("API.Example.COM."),
+            443,
+            "allow by allow-host api.example.com",
+        );
         check(&p, name("other.example.com"), 443, "deny by default deny");
     }
 
     #[test]
     fn ports_and_label_globs() {
         let p = policy(&["allow-host *.example.org:443", "--allow-host=api-*.test"]);
-        check(&p, name("x.example.org"), 443, "allow by allow-host *.example.org:443");
+        check(
+            &p,
+            name("x.example.org"),
+            443,
+            "allow by allow-host *.example.org:443",
+        );
         check(&p, name("x.example.org"), 80, "deny by default deny");
-        check(&p, name("api-eu.test"), 8443, "allow by allow-host api-*.test");
+        check(
+            &p,
+            name("api-eu.test"),
+            8443,
+            "allow by allow-host api-*.test",
+        );
         check(&p, name("api.test"), 443, "deny by default deny");
         check(&p, name("x.api-eu.test"), 443, "deny by default deny");
         let any = policy(&["allow-host *"]);
@@ -1032,18 +1080,47 @@ mod tests {
 
     #[test]
     fn ip_literals_need_allow_cidr() {
-        let p = policy(&["allow-host *", "allow-cidr 10.1.0.0/16", "allow-cidr 203.0.113.0/24"]);
-        check(&p, ip("93.184.216.34"), 443, "deny by ip literal without allow-cidr");
+        let p = policy(&[
+            "allow-host *",
+            "allow-cidr 10.1.0.0/16",
+            "allow-cidr 203.0.113.0/24",
+        ]);
+        check(
+            &p,
+            ip("93.184.216.34"),
+            443,
+            "deny by ip literal without allow-cidr",
+        );
         check(&p, ip("10.1.2.3"), 443, "allow by allow-cidr 10.1.0.0/16");
-        check(&p, ip("::ffff:10.1.2.3"), 443, "allow by allow-cidr 10.1.0.0/16");
-        check(&p, ip("10.2.0.1"), 443, "deny by private range 10.0.0.0/8 without an explicit allow-cidr");
-        check(&p, ip("203.0.113.9"), 22, "allow by allow-cidr 203.0.113.0/24");
+        check(
+            &p,
+            ip("::ffff:10.1.2.3"),
+            443,
+            "allow by allow-cidr 10.1.0.0/16",
+        );
+        check(
+            &p,
+            ip("10.2.0.1"),
+            443,
+            "deny by private range 10.0.0.0/8 without an explicit allow-cidr",
+        );
+        check(
+            &p,
+            ip("203.0.113.9"),
+            22,
+            "allow by allow-cidr 203.0.113.0/24",
+        );
     }
 
     #[test]
     fn special_ranges_need_an_explicit_cidr() {
         let p = policy(&["preset all"]);
-        check(&p, ip("8.8.8.8"), 53, "allow by preset all: allow-cidr 0.0.0.0/0");
+        check(
+            &p,
+            ip("8.8.8.8"),
+            53,
+            "allow by preset all: allow-cidr 0.0.0.0/0",
+        );
         for (addr, kind) in [
             ("169.254.169.254", "metadata"),
             ("fd00:ec2::254", "metadata"),
@@ -1075,16 +1152,23 @@ mod tests {
         assert_eq!(p.check_address("127.0.0.2".parse().unwrap(), 80), None);
         assert!(p.check_address("127.0.0.3".parse().unwrap(), 80).is_some());
         assert_eq!(p.check_address("169.254.1.1".parse().unwrap(), 80), None);
-        assert!(p.check_address("169.254.169.254".parse().unwrap(), 80).is_some());
+        assert!(p
+            .check_address("169.254.169.254".parse().unwrap(), 80)
+            .is_some());
         let p = policy(&["allow-cidr 169.254.169.254"]);
-        assert_eq!(p.check_address("169.254.169.254".parse().unwrap(), 80), None);
+        assert_eq!(
+            p.check_address("169.254.169.254".parse().unwrap(), 80),
+            None
+        );
         assert_eq!(p.check_address("93.184.216.34".parse().unwrap(), 80), None);
     }
 
     #[test]
     fn deny_cidr_applies_to_resolved_addresses() {
         let p = policy(&["preset all", "deny-cidr 93.184.0.0/16"]);
-        let denied = p.check_address("93.184.216.34".parse().unwrap(), 443).unwrap();
+        let denied = p
+            .check_address("93.184.216.34".parse().unwrap(), 443)
+            .unwrap();
         assert_eq!(denied.decided_by.to_string(), "deny-cidr 93.184.0.0/16");
     }
 
@@ -1132,8 +1216,18 @@ mod tests {
     #[test]
     fn presets() {
         let dev = policy(&["preset dev", "deny-host api.openai.com"]);
-        check(&dev, name("pypi.org"), 443, "allow by preset dev: allow-host pypi.org");
-        check(&dev, name("api.openai.com"), 443, "deny by deny-host api.openai.com");
+        check(
+            &dev,
+            name("pypi.org"),
+            443,
+            "allow by preset dev: allow-host pypi.org",
+        );
+        check(
+            &dev,
+            name("api.openai.com"),
+            443,
+            "deny by deny-host api.openai.com",
+        );
         assert!(dev
             .decide(&name("github.com"), 22, Traffic::Plain)
             .allows_plain_tcp());
@@ -1161,7 +1255,8 @@ mod tests {
         ] {
             assert_eq!(Rule::parse(text).unwrap_err().to_string(), message, "{text}");
         }
-        let err = Policy::parse_lines("# rules\nallow-host a.test\n\nallow-cidr nope # x\n").unwrap_err();
+        let err =
+            Policy::parse_lines("# rules\nallow-host a.test\n\nallow-cidr nope # x\n").unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid network rule on line 4 'allow-cidr nope': 'nope' is not an IP address"

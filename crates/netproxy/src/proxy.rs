@@ -35,7 +35,7 @@ use crate::dns;
 use crate::engine::Shared;
 use crate::events::{Event, EventName, ListenerKind, Transport};
 use crate::http::{simple_response, split_authority, BodyError, Buffered, Framing, RequestHead};
-use crate::policy::{canonical_ip, DecidedBy, Decision, Target, Traffic, Verdict};
+use crate::policy::{canonical_ip, DecidedBy, Decision, Policy, Target, Traffic, Verdict};
 use crate::secrets::{mask_values, Rewrite};
 use crate::tls::{self, StreamStart};
 
@@ -139,7 +139,14 @@ impl Conn {
         self.shared.events.send(event);
     }
 
-    fn report_failure(&self, host: &str, port: u16, decision: &Decision, peer: Option<IpAddr>, error: String) {
+    fn report_failure(
+        &self,
+        host: &str,
+        port: u16,
+        decision: &Decision,
+        peer: Option<IpAddr>,
+        error: String,
+    ) {
         let mut event = self
             .event(EventName::NetworkConnect)
             .server(host, Some(port))
@@ -172,7 +179,14 @@ impl Conn {
         self.shared.events.send(denied);
     }
 
-    fn report_blocked_request(&self, host: &str, port: u16, decided_by: &DecidedBy, secret: Option<String>, attempted: String) {
+    fn report_blocked_request(
+        &self,
+        host: &str,
+        port: u16,
+        decided_by: &DecidedBy,
+        secret: Option<String>,
+        attempted: String,
+    ) {
         self.shared.stats.denied.fetch_add(1, Ordering::Relaxed);
         let mut event = self
             .event(EventName::PolicyDenied)
@@ -181,7 +195,10 @@ impl Conn {
         event.layer = Some("proxy");
         event.attempted = Some(attempted);
         if secret.is_some() {
-            self.shared.stats.exfiltration.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .exfiltration
+                .fetch_add(1, Ordering::Relaxed);
             event.exfiltration = true;
         }
         event.secret = secret;
@@ -189,7 +206,11 @@ impl Conn {
     }
 
     /// Resolves (names) and connects to the first address the policy accepts.
-    async fn connect_upstream(&self, target: &Target, port: u16) -> Result<(TcpStream, IpAddr), Failure> {
+    async fn connect_upstream(
+        &self,
+        target: &Target,
+        port: u16,
+    ) -> Result<(TcpStream, IpAddr), Failure> {
         let addrs = match target {
             Target::Ip(ip) => vec![*ip],
             Target::Name(name) => match self.shared.resolver.resolve(name).await {
@@ -236,7 +257,13 @@ impl Conn {
         match self.connect_upstream(target, port).await {
             Ok(connected) => Ok(connected),
             Err(Failure::Denied(refusal, ip)) => {
-                self.report_deny(host, port, &refusal.decided_by, Some(ip), attempted.to_owned());
+                self.report_deny(
+                    host,
+                    port,
+                    &refusal.decided_by,
+                    Some(ip),
+                    attempted.to_owned(),
+                );
                 Err(Some(refusal.decided_by))
             }
             Err(Failure::Resolve(error) | Failure::Connect(error)) => {
@@ -262,7 +289,9 @@ impl Conn {
             Some(Ok(None)) | None => return,
             Some(Err(err)) => {
                 let body = format!("hardbox proxy: {err}\n");
-                let _ = write.write_all(&simple_response(400, "Bad Request", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(400, "Bad Request", &body))
+                    .await;
                 return;
             }
         };
@@ -283,8 +312,13 @@ impl Conn {
         let parsed = split_authority(&head.target)
             .and_then(|(host, port)| Some((Target::parse(host).ok()?, port?)));
         let Some((target, port)) = parsed else {
-            let body = format!("hardbox proxy: CONNECT needs host:port, got '{}'\n", head.target);
-            let _ = write.write_all(&simple_response(400, "Bad Request", &body)).await;
+            let body = format!(
+                "hardbox proxy: CONNECT needs host:port, got '{}'\n",
+                head.target
+            );
+            let _ = write
+                .write_all(&simple_response(400, "Bad Request", &body))
+                .await;
             return;
         };
         let host = target.to_string();
@@ -292,19 +326,28 @@ impl Conn {
         if !decision.is_allowed() {
             self.report_deny(&host, port, &decision.decided_by, None, attempted);
             let body = deny_body(&host, port, &decision.decided_by);
-            let _ = write.write_all(&simple_response(403, "Forbidden", &body)).await;
+            let _ = write
+                .write_all(&simple_response(403, "Forbidden", &body))
+                .await;
             return;
         }
-        let (upstream, peer) = match self.connect_reporting(&host, &target, port, &decision, &attempted).await {
+        let (upstream, peer) = match self
+            .connect_reporting(&host, &target, port, &decision, &attempted)
+            .await
+        {
             Ok(connected) => connected,
             Err(Some(refusal)) => {
                 let body = deny_body(&host, port, &refusal);
-                let _ = write.write_all(&simple_response(403, "Forbidden", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(403, "Forbidden", &body))
+                    .await;
                 return;
             }
             Err(None) => {
                 let body = format!("hardbox proxy: cannot reach {host}:{port}\n");
-                let _ = write.write_all(&simple_response(502, "Bad Gateway", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(502, "Bad Gateway", &body))
+                    .await;
                 return;
             }
         };
@@ -325,13 +368,18 @@ impl Conn {
             tunnel(client, &prefix, upstream).await;
             return;
         }
-        self.inspect_tunnel(client, prefix, target, port, decision, upstream, peer, attempted)
-            .await;
+        self.inspect_tunnel(
+            client, prefix, target, port, decision, upstream, peer, attempted,
+        )
+        .await;
     }
 
     /// After CONNECT to a host allowed for HTTP/TLS: the tunnel must carry TLS with the same
     /// SNI, or HTTP with the same `Host`.
-    #[expect(clippy::too_many_arguments, reason = "one connection's state, used once")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one connection's state, used once"
+    )]
     async fn inspect_tunnel(
         self,
         mut client: TcpStream,
@@ -367,7 +415,9 @@ impl Conn {
                     Some(DecidedBy::NoHostname)
                 }
                 StreamStart::Hello { sni: None } => None,
-                StreamStart::NotTls | StreamStart::Incomplete | StreamStart::Malformed => Some(DecidedBy::Protocol),
+                StreamStart::NotTls | StreamStart::Incomplete | StreamStart::Malformed => {
+                    Some(DecidedBy::Protocol)
+                }
             };
             if let Some(refusal) = refusal {
                 self.report_deny(&host, port, &refusal, Some(peer), attempted);
@@ -376,7 +426,8 @@ impl Conn {
             }
             self.report_allow(&host, port, &decision, peer);
             if self.shared.secrets.bound_to(&host) {
-                self.intercept(client, hello_bytes, &host, port, upstream).await;
+                self.intercept(client, hello_bytes, &host, port, upstream)
+                    .await;
             } else {
                 tunnel(client, &hello_bytes, upstream).await;
             }
@@ -400,12 +451,23 @@ impl Conn {
         if !host_ok {
             self.report_deny(&host, port, &DecidedBy::HostMismatch, Some(peer), attempted);
             let body = deny_body(&host, port, &DecidedBy::HostMismatch);
-            let _ = write.write_all(&simple_response(403, "Forbidden", &body)).await;
+            let _ = write
+                .write_all(&simple_response(403, "Forbidden", &body))
+                .await;
             return;
         }
         self.report_allow(&host, port, &decision, peer);
-        self.relay_http(reader, write, Some(head), upstream, Mode::Plain, &target, port, false)
-            .await;
+        self.relay_http(
+            reader,
+            write,
+            Some(head),
+            upstream,
+            Mode::Plain,
+            &target,
+            port,
+            false,
+        )
+        .await;
     }
 
     async fn absolute_request(
@@ -414,7 +476,9 @@ impl Conn {
         reader: Buffered<tokio::net::tcp::OwnedReadHalf>,
         mut write: tokio::net::tcp::OwnedWriteHalf,
     ) {
-        let bad_request = |message: String| simple_response(400, "Bad Request", &format!("hardbox proxy: {message}\n"));
+        let bad_request = |message: String| {
+            simple_response(400, "Bad Request", &format!("hardbox proxy: {message}\n"))
+        };
         let target_text = head.target.clone();
         let rest = match target_text.get(..7) {
             Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &target_text[7..],
@@ -438,32 +502,45 @@ impl Conn {
         let parsed = split_authority(authority)
             .and_then(|(host, port)| Some((Target::parse(host).ok()?, port.unwrap_or(80))));
         let Some((target, port)) = parsed else {
-            let _ = write.write_all(&bad_request(format!("invalid host in '{target_text}'"))).await;
+            let _ = write
+                .write_all(&bad_request(format!("invalid host in '{target_text}'")))
+                .await;
             return;
         };
         let host = target.to_string();
         let attempted = format!("{} {target_text}", head.method);
         let decision = match head.host_header() {
-            Ok(Some(header)) if !same_host(header, &target) => Decision::deny(DecidedBy::HostMismatch),
+            Ok(Some(header)) if !same_host(header, &target) => {
+                Decision::deny(DecidedBy::HostMismatch)
+            }
             Err(_) => Decision::deny(DecidedBy::HostMismatch),
             _ => self.shared.policy.decide(&target, port, Traffic::Web),
         };
         if !decision.is_allowed() {
             self.report_deny(&host, port, &decision.decided_by, None, attempted);
             let body = deny_body(&host, port, &decision.decided_by);
-            let _ = write.write_all(&simple_response(403, "Forbidden", &body)).await;
+            let _ = write
+                .write_all(&simple_response(403, "Forbidden", &body))
+                .await;
             return;
         }
-        let (upstream, peer) = match self.connect_reporting(&host, &target, port, &decision, &attempted).await {
+        let (upstream, peer) = match self
+            .connect_reporting(&host, &target, port, &decision, &attempted)
+            .await
+        {
             Ok(connected) => connected,
             Err(Some(refusal)) => {
                 let body = deny_body(&host, port, &refusal);
-                let _ = write.write_all(&simple_response(403, "Forbidden", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(403, "Forbidden", &body))
+                    .await;
                 return;
             }
             Err(None) => {
                 let body = format!("hardbox proxy: cannot reach {host}:{port}\n");
-                let _ = write.write_all(&simple_response(502, "Bad Gateway", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(502, "Bad Gateway", &body))
+                    .await;
                 return;
             }
         };
@@ -476,8 +553,17 @@ impl Conn {
         if head.header("host").is_none() {
             head.set_header("Host", authority.as_bytes());
         }
-        self.relay_http(reader, write, Some(head), upstream, Mode::Plain, &target, port, true)
-            .await;
+        self.relay_http(
+            reader,
+            write,
+            Some(head),
+            upstream,
+            Mode::Plain,
+            &target,
+            port,
+            true,
+        )
+        .await;
     }
 
     // ---- transparent listeners ----------------------------------------------------------
@@ -491,26 +577,43 @@ impl Conn {
             Some(Ok(None)) | None => return,
             Some(Err(err)) => {
                 let body = format!("hardbox proxy: {err}\n");
-                let _ = write.write_all(&simple_response(400, "Bad Request", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(400, "Bad Request", &body))
+                    .await;
                 return;
             }
         };
-        let attempted = format!("{} http://{}{}", head.method, String::from_utf8_lossy(head.header("host").unwrap_or(b"")), head.target);
+        let attempted = format!(
+            "{} http://{}{}",
+            head.method,
+            String::from_utf8_lossy(head.header("host").unwrap_or(b"")),
+            head.target
+        );
         let target = match head.host_header() {
-            Ok(Some(header)) => split_authority(header).and_then(|(host, _)| Target::parse(host).ok()),
-            Ok(None) if !self.shared.config.strict_hostname => Some(Target::Ip(canonical_ip(self.dst.ip()))),
+            Ok(Some(header)) => {
+                split_authority(header).and_then(|(host, _)| Target::parse(host).ok())
+            }
+            Ok(None) if !self.shared.config.strict_hostname => {
+                Some(Target::Ip(canonical_ip(self.dst.ip())))
+            }
             Ok(None) => {
                 let host = self.dst.ip().to_string();
                 self.report_deny(&host, port, &DecidedBy::NoHostname, None, attempted);
                 let body = deny_body(&host, port, &DecidedBy::NoHostname);
-                let _ = write.write_all(&simple_response(403, "Forbidden", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(403, "Forbidden", &body))
+                    .await;
                 return;
             }
             Err(_) => None,
         };
         let Some(target) = target else {
             let _ = write
-                .write_all(&simple_response(400, "Bad Request", "hardbox proxy: invalid Host header\n"))
+                .write_all(&simple_response(
+                    400,
+                    "Bad Request",
+                    "hardbox proxy: invalid Host header\n",
+                ))
                 .await;
             return;
         };
@@ -519,26 +622,44 @@ impl Conn {
         if !decision.is_allowed() {
             self.report_deny(&host, port, &decision.decided_by, None, attempted);
             let body = deny_body(&host, port, &decision.decided_by);
-            let _ = write.write_all(&simple_response(403, "Forbidden", &body)).await;
+            let _ = write
+                .write_all(&simple_response(403, "Forbidden", &body))
+                .await;
             return;
         }
-        let (mut upstream, peer) = match self.connect_reporting(&host, &target, port, &decision, &attempted).await {
+        let (mut upstream, peer) = match self
+            .connect_reporting(&host, &target, port, &decision, &attempted)
+            .await
+        {
             Ok(connected) => connected,
             Err(Some(refusal)) => {
                 let body = deny_body(&host, port, &refusal);
-                let _ = write.write_all(&simple_response(403, "Forbidden", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(403, "Forbidden", &body))
+                    .await;
                 return;
             }
             Err(None) => {
                 let body = format!("hardbox proxy: cannot reach {host}:{port}\n");
-                let _ = write.write_all(&simple_response(502, "Bad Gateway", &body)).await;
+                let _ = write
+                    .write_all(&simple_response(502, "Bad Gateway", &body))
+                    .await;
                 return;
             }
         };
         self.report_allow(&host, port, &decision, peer);
         if !self.shared.secrets.is_empty() {
-            self.relay_http(reader, write, Some(head), upstream, Mode::Plain, &target, port, false)
-                .await;
+            self.relay_http(
+                reader,
+                write,
+                Some(head),
+                upstream,
+                Mode::Plain,
+                &target,
+                port,
+                false,
+            )
+            .await;
             return;
         }
         let mut first = head.serialize();
@@ -565,7 +686,13 @@ impl Conn {
             StreamStart::Hello { sni } => sni,
             StreamStart::Incomplete if hello_bytes.is_empty() => return,
             StreamStart::NotTls | StreamStart::Incomplete | StreamStart::Malformed => {
-                self.report_deny(&dst_host, port, &DecidedBy::Protocol, None, format!("tls to {dst_host}:{port}"));
+                self.report_deny(
+                    &dst_host,
+                    port,
+                    &DecidedBy::Protocol,
+                    None,
+                    format!("tls to {dst_host}:{port}"),
+                );
                 let _ = client.write_all(&ALERT_ACCESS_DENIED).await;
                 return;
             }
@@ -594,7 +721,10 @@ impl Conn {
             let _ = client.write_all(&ALERT_ACCESS_DENIED).await;
             return;
         }
-        let (upstream, peer) = match self.connect_reporting(&host, &target, port, &decision, &attempted).await {
+        let (upstream, peer) = match self
+            .connect_reporting(&host, &target, port, &decision, &attempted)
+            .await
+        {
             Ok(connected) => connected,
             Err(Some(_)) => {
                 let _ = client.write_all(&ALERT_ACCESS_DENIED).await;
@@ -604,7 +734,8 @@ impl Conn {
         };
         self.report_allow(&host, port, &decision, peer);
         if matches!(&target, Target::Name(name) if self.shared.secrets.bound_to(name)) {
-            self.intercept(client, hello_bytes, &host, port, upstream).await;
+            self.intercept(client, hello_bytes, &host, port, upstream)
+                .await;
         } else {
             tunnel(client, &hello_bytes, upstream).await;
         }
@@ -613,30 +744,8 @@ impl Conn {
     async fn transparent_tcp(self, client: TcpStream) {
         let ip = canonical_ip(self.dst.ip());
         let port = self.dst.port();
-        let policy = &self.shared.policy;
-        let mut host = ip.to_string();
-        let mut decision = policy.decide(&Target::Ip(ip), port, Traffic::Plain);
-        if !decision.is_allowed() {
-            let mut allowed = None;
-            for name in self.shared.dns_map.names(ip) {
-                let by_name = policy.decide(&Target::Name(name.clone()), port, Traffic::Plain);
-                match (&by_name.verdict, &by_name.decided_by) {
-                    // An explicit deny-host on any name of the address wins.
-                    (Verdict::Deny, DecidedBy::Rule(_)) => {
-                        allowed = None;
-                        host = name;
-                        decision = by_name;
-                        break;
-                    }
-                    (Verdict::Allow, _) if allowed.is_none() => allowed = Some((name, by_name)),
-                    _ => {}
-                }
-            }
-            if let Some((name, by_name)) = allowed {
-                host = name;
-                decision = by_name;
-            }
-        }
+        let names = self.shared.dns_map.names(ip);
+        let (host, decision) = decide_plain_tcp(&self.shared.policy, &names, ip, port);
         let attempted = format!("tcp {host}:{port}");
         if !decision.is_allowed() {
             self.report_deny(&host, port, &decision.decided_by, Some(ip), attempted);
@@ -658,7 +767,14 @@ impl Conn {
 
     /// Terminates the sandbox's TLS for `host` (a host with secrets) and relays its requests to
     /// the real server over verified TLS, swapping placeholders.
-    async fn intercept(&self, client: TcpStream, hello: Vec<u8>, host: &str, port: u16, upstream: TcpStream) {
+    async fn intercept(
+        &self,
+        client: TcpStream,
+        hello: Vec<u8>,
+        host: &str,
+        port: u16,
+        upstream: TcpStream,
+    ) {
         let Some(interception) = &self.shared.interception else {
             return;
         };
@@ -703,13 +819,25 @@ impl Conn {
             return;
         };
         let (read, write) = tokio::io::split(sandbox_side);
-        self.relay_http(Buffered::new(read), write, None, server_side, Mode::Intercept, &target, port, false)
-            .await;
+        self.relay_http(
+            Buffered::new(read),
+            write,
+            None,
+            server_side,
+            Mode::Intercept,
+            &target,
+            port,
+            false,
+        )
+        .await;
     }
 
     /// Forwards requests one by one (checked, and rewritten when intercepting) while responses
     /// flow back as they come.
-    #[expect(clippy::too_many_arguments, reason = "one connection's state, used once")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one connection's state, used once"
+    )]
     async fn relay_http<CR, CW, U>(
         &self,
         mut reader: Buffered<CR>,
@@ -731,8 +859,21 @@ impl Conn {
             Mode::Intercept => self.shared.secrets.values_for(&host),
             Mode::Plain => Vec::new(),
         };
-        let mut responses = Box::pin(copy_responses(&mut up_r, &mut client_w, &mask, HOLD_AT_MOST));
-        let mut requests = Box::pin(self.forward_requests(&mut reader, &mut up_w, first, mode, target, port, single));
+        let mut responses = Box::pin(copy_responses(
+            &mut up_r,
+            &mut client_w,
+            &mask,
+            HOLD_AT_MOST,
+        ));
+        let mut requests = Box::pin(self.forward_requests(
+            &mut reader,
+            &mut up_w,
+            first,
+            mode,
+            target,
+            port,
+            single,
+        ));
         let finished = tokio::select! {
             end = &mut requests => Some(end),
             _ = &mut responses => None,
@@ -763,7 +904,10 @@ impl Conn {
         let _ = client_w.shutdown().await;
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one connection's state, used once")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one connection's state, used once"
+    )]
     async fn forward_requests<CR, UW>(
         &self,
         reader: &mut Buffered<CR>,
@@ -830,7 +974,9 @@ impl Conn {
                 value.zeroize();
             }
             match framing {
-                Framing::Length(n) if n <= BODY_PREFIX && !head.expects_continue() && !secrets.is_empty() => {
+                Framing::Length(n)
+                    if n <= BODY_PREFIX && !head.expects_continue() && !secrets.is_empty() =>
+                {
                     let body = reader
                         .read_exact_body(usize::try_from(n).unwrap_or(0))
                         .await
@@ -891,12 +1037,52 @@ impl Conn {
     }
 }
 
+/// Decides a plain TCP connection to `ip:port` on the address and on the names the DNS
+/// responder answered with it: an explicit deny of any name wins, then an allow of the address,
+/// then an allow of a name. Returns the host to report and the decision.
+fn decide_plain_tcp(
+    policy: &Policy,
+    names: &[String],
+    ip: IpAddr,
+    port: u16,
+) -> (String, Decision) {
+    let by_names: Vec<(&String, Decision)> = names
+        .iter()
+        .map(|name| {
+            (
+                name,
+                policy.decide(&Target::Name(name.clone()), port, Traffic::Plain),
+            )
+        })
+        .collect();
+    let denied = by_names
+        .iter()
+        .find(|(_, d)| d.verdict == Verdict::Deny && matches!(d.decided_by, DecidedBy::Rule(_)));
+    if let Some((name, decision)) = denied {
+        return ((*name).clone(), decision.clone());
+    }
+    let by_address = policy.decide(&Target::Ip(ip), port, Traffic::Plain);
+    if by_address.is_allowed() {
+        return (ip.to_string(), by_address);
+    }
+    match by_names.into_iter().find(|(_, d)| d.is_allowed()) {
+        Some((name, decision)) => (name.clone(), decision),
+        None => (ip.to_string(), by_address),
+    }
+}
+
 /// Sends `prefix` (bytes already read from the client) upstream, then copies both ways.
 async fn tunnel(mut client: TcpStream, prefix: &[u8], mut upstream: TcpStream) {
     if !prefix.is_empty() && upstream.write_all(prefix).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, TUNNEL_BUFFER, TUNNEL_BUFFER).await;
+    let _ = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        TUNNEL_BUFFER,
+        TUNNEL_BUFFER,
+    )
+    .await;
 }
 
 /// The length of the longest end of `data` that starts one of `values` (without being all of
@@ -965,6 +1151,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plain_tcp_is_decided_on_the_address_and_its_dns_names() {
+        let policy = Policy::parse([
+            "allow-tcp git.example.com:22",
+            "deny-host evil.example.com",
+            "allow-cidr 192.0.2.0/24",
+        ])
+        .unwrap();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let check = |list: &[&str], ip: IpAddr, port: u16| {
+            let (host, decision) = decide_plain_tcp(&policy, &names(list), ip, port);
+            format!(
+                "{host} {} {}",
+                decision.verdict.as_str(),
+                decision.decided_by
+            )
+        };
+        assert_eq!(
+            check(&["git.example.com"], ip, 22),
+            "git.example.com allow allow-tcp git.example.com:22"
+        );
+        assert_eq!(
+            check(&["git.example.com"], ip, 23),
+            "198.51.100.7 deny documentation range 198.51.100.0/24 without an explicit allow-cidr"
+        );
+        assert_eq!(
+            check(&["git.example.com", "evil.example.com"], ip, 22),
+            "evil.example.com deny deny-host evil.example.com"
+        );
+        let listed: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(
+            check(&[], listed, 5432),
+            "192.0.2.9 allow allow-cidr 192.0.2.0/24"
+        );
+    }
+
+    #[test]
     fn partial_suffixes() {
         let values = vec![Zeroizing::new(b"secret".to_vec())];
         assert_eq!(partial_suffix(b"xx sec", &values), 3);
@@ -982,7 +1205,9 @@ mod tests {
         let copier = tokio::spawn(async move {
             let mut out = Vec::new();
             let hold = Duration::from_secs(3600);
-            copy_responses(&mut proxy_side, &mut out, &values, hold).await.unwrap();
+            copy_responses(&mut proxy_side, &mut out, &values, hold)
+                .await
+                .unwrap();
             out
         });
         upstream.write_all(b"echo: real-").await.unwrap();

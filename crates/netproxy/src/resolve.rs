@@ -25,7 +25,10 @@ impl Resolver for SystemResolver {
     fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a> {
         Box::pin(async move {
             let addrs = tokio::net::lookup_host((name, 0)).await.map_err(|err| {
-                io::Error::new(io::ErrorKind::NotFound, format!("cannot resolve {name}: {err}"))
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("cannot resolve {name}: {err}"),
+                )
             })?;
             let mut ips: Vec<IpAddr> = Vec::new();
             for addr in addrs {
@@ -67,7 +70,10 @@ impl StaticResolver {
 
 impl Resolver for StaticResolver {
     fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a> {
-        let answer = match self.names.get(&name.trim_end_matches('.').to_ascii_lowercase()) {
+        let answer = match self
+            .names
+            .get(&name.trim_end_matches('.').to_ascii_lowercase())
+        {
             Some(addrs) => Ok(addrs.clone()),
             None => Err(io::Error::new(
                 io::ErrorKind::NotFound,

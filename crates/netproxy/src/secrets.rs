@@ -22,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -37,11 +37,15 @@ pub const PLACEHOLDER_PREFIX: &str = "hardbox-secret-";
 /// A binding that cannot be used, named by the secret's name (never its value).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
-    #[error("invalid secret name '{0}': use letters, digits and '_', starting with a letter or '_'")]
+    #[error(
+        "invalid secret name '{0}': use letters, digits and '_', starting with a letter or '_'"
+    )]
     Name(String),
     #[error("secret {0} has an empty value")]
     EmptyValue(String),
-    #[error("secret {0}: the value contains a line break or NUL byte, which cannot go in a header")]
+    #[error(
+        "secret {0}: the value contains a line break or NUL byte, which cannot go in a header"
+    )]
     ValueBytes(String),
     #[error("secret {0} is bound to no host")]
     NoHosts(String),
@@ -229,7 +233,9 @@ impl Secrets {
 
     /// Whether any secret is bound to `host` (then its TLS is intercepted).
     pub fn bound_to(&self, host: &str) -> bool {
-        self.entries.iter().any(|entry| entry.binding.is_bound_to(host))
+        self.entries
+            .iter()
+            .any(|entry| entry.binding.is_bound_to(host))
     }
 
     /// The name of a secret whose placeholder appears in `data` and is not bound to `host`
@@ -285,7 +291,12 @@ impl Secrets {
     }
 
     /// Like [`Secrets::foreign_placeholder`], also looking inside Basic credentials.
-    pub(crate) fn foreign_in_header(&self, name: &str, value: &[u8], host: Option<&str>) -> Option<&str> {
+    pub(crate) fn foreign_in_header(
+        &self,
+        name: &str,
+        value: &[u8],
+        host: Option<&str>,
+    ) -> Option<&str> {
         self.foreign_placeholder(value, host).or_else(|| {
             let decoded = basic_credentials(name, value)?;
             self.foreign_placeholder(&decoded, host)
@@ -303,7 +314,9 @@ impl Secrets {
 }
 
 fn basic_credentials(name: &str, value: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    if !name.eq_ignore_ascii_case("authorization") && !name.eq_ignore_ascii_case("proxy-authorization") {
+    if !name.eq_ignore_ascii_case("authorization")
+        && !name.eq_ignore_ascii_case("proxy-authorization")
+    {
         return None;
     }
     if !value.get(..6)?.eq_ignore_ascii_case(b"basic ") {
@@ -403,7 +416,9 @@ fn civil_date(days_from_today: i64) -> (i32, u8, u8) {
 
 fn random_serial() -> Result<SerialNumber, CaError> {
     let mut bytes = [0u8; 16];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| CaError::Random)?;
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Random)?;
     bytes[0] &= 0x7F;
     bytes[0] |= 0x01;
     Ok(SerialNumber::from_slice(&bytes))
@@ -492,7 +507,13 @@ mod tests {
                 Placement::Header("x-api-key".into()),
             )
             .unwrap(),
-            SecretBinding::new("GIT_TOKEN", "ghp_real", &["*.git.test"], Placement::AnyHeader).unwrap(),
+            SecretBinding::new(
+                "GIT_TOKEN",
+                "ghp_real",
+                &["*.git.test"],
+                Placement::AnyHeader,
+            )
+            .unwrap(),
         ])
         .unwrap()
     }
@@ -530,10 +551,14 @@ mod tests {
         let s = secrets();
         let token = s.placeholder("GIT_TOKEN").unwrap();
         let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-        let mut value = format!("Basic {}", encode(&format!("x-access-token:{token}"))).into_bytes();
+        let mut value =
+            format!("Basic {}", encode(&format!("x-access-token:{token}"))).into_bytes();
         let mut rewrite = Rewrite::default();
         s.rewrite_header("code.git.test", "Authorization", &mut value, &mut rewrite);
-        assert_eq!(value, format!("Basic {}", encode("x-access-token:ghp_real")).into_bytes());
+        assert_eq!(
+            value,
+            format!("Basic {}", encode("x-access-token:ghp_real")).into_bytes()
+        );
         let hidden = format!("Basic {}", encode(&format!("u:{token}")));
         assert_eq!(
             s.foreign_in_header("Authorization", hidden.as_bytes(), Some("evil.test")),
@@ -546,10 +571,22 @@ mod tests {
         let s = secrets();
         let key = s.placeholder("API_KEY").unwrap();
         let body = format!("{{\"k\":\"{key}\"}}");
-        assert_eq!(s.foreign_placeholder(body.as_bytes(), Some("evil.test")), Some("API_KEY"));
-        assert_eq!(s.foreign_placeholder(body.as_bytes(), Some("api.test")), None);
-        assert_eq!(s.foreign_placeholder(body.as_bytes(), None), Some("API_KEY"));
-        assert_eq!(s.foreign_placeholder(b"hardbox-secret-API_KEY-00", None), None);
+        assert_eq!(
+            s.foreign_placeholder(body.as_bytes(), Some("evil.test")),
+            Some("API_KEY")
+        );
+        assert_eq!(
+            s.foreign_placeholder(body.as_bytes(), Some("api.test")),
+            None
+        );
+        assert_eq!(
+            s.foreign_placeholder(body.as_bytes(), None),
+            Some("API_KEY")
+        );
+        assert_eq!(
+            s.foreign_placeholder(b"hardbox-secret-API_KEY-00", None),
+            None
+        );
     }
 
     #[test]
@@ -561,14 +598,21 @@ mod tests {
 
     #[test]
     fn bad_bindings_never_show_the_value() {
-        let err = SecretBinding::new("K", "line\nbreak-value", &["a.test"], Placement::AnyHeader).unwrap_err();
+        let err = SecretBinding::new("K", "line\nbreak-value", &["a.test"], Placement::AnyHeader)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "secret K: the value contains a line break or NUL byte, which cannot go in a header"
         );
         assert!(SecretBinding::new("1K", "v", &["a.test"], Placement::AnyHeader).is_err());
         assert!(SecretBinding::new("K", "v", &[], Placement::AnyHeader).is_err());
-        assert!(SecretBinding::new("K", "v", &["a.test"], Placement::Header("bad header".into())).is_err());
+        assert!(SecretBinding::new(
+            "K",
+            "v",
+            &["a.test"],
+            Placement::Header("bad header".into())
+        )
+        .is_err());
         let debug = format!("{:?}", secrets());
         assert!(!debug.contains("real-key-123"), "{debug}");
     }

@@ -41,7 +41,11 @@ pub(crate) fn parse(data: &[u8]) -> StreamStart {
             return StreamStart::Incomplete;
         };
         if header[0] != CONTENT_HANDSHAKE || header[1] != 3 {
-            return if at == 0 { StreamStart::NotTls } else { StreamStart::Malformed };
+            return if at == 0 {
+                StreamStart::NotTls
+            } else {
+                StreamStart::Malformed
+            };
         }
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
         if len == 0 {
@@ -56,7 +60,9 @@ pub(crate) fn parse(data: &[u8]) -> StreamStart {
             if payload[0] != HANDSHAKE_CLIENT_HELLO {
                 return StreamStart::Malformed;
             }
-            let body_len = (usize::from(payload[1]) << 16) | (usize::from(payload[2]) << 8) | usize::from(payload[3]);
+            let body_len = (usize::from(payload[1]) << 16)
+                | (usize::from(payload[2]) << 8)
+                | usize::from(payload[3]);
             if payload.len() >= 4 + body_len {
                 return match client_hello_sni(&payload[4..4 + body_len]) {
                     Some(sni) => StreamStart::Hello { sni },
@@ -208,14 +214,27 @@ pub(crate) mod tests {
     #[test]
     fn finds_sni() {
         let hello = client_hello(Some("api.example.com"), 16384);
-        assert_eq!(parse(&hello), StreamStart::Hello { sni: Some("api.example.com".into()) });
-        assert_eq!(parse(&client_hello(None, 16384)), StreamStart::Hello { sni: None });
+        assert_eq!(
+            parse(&hello),
+            StreamStart::Hello {
+                sni: Some("api.example.com".into())
+            }
+        );
+        assert_eq!(
+            parse(&client_hello(None, 16384)),
+            StreamStart::Hello { sni: None }
+        );
     }
 
     #[test]
     fn reassembles_records_and_waits_for_more() {
         let hello = client_hello(Some("api.example.com"), 20);
-        assert_eq!(parse(&hello), StreamStart::Hello { sni: Some("api.example.com".into()) });
+        assert_eq!(
+            parse(&hello),
+            StreamStart::Hello {
+                sni: Some("api.example.com".into())
+            }
+        );
         for cut in [1, 5, 30, hello.len() - 1] {
             assert_eq!(parse(&hello[..cut]), StreamStart::Incomplete, "{cut}");
         }
