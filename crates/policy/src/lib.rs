@@ -60,6 +60,8 @@ pub struct Policy {
     pub seccomp: Seccomp,
     /// `[network]`: network access.
     pub network: Network,
+    /// `[secrets.NAME]`: secrets bound to hosts (values live in hardbox's secret store).
+    pub secrets: BTreeMap<String, SecretBinding>,
     /// `[sandbox]`: isolation layers skipped on purpose.
     pub sandbox: Sandbox,
 }
@@ -124,6 +126,45 @@ pub struct Network {
     pub mode: NetworkMode,
     /// Must be `true` for `mode = "host"`, which gives up network isolation.
     pub dangerously_host_network: bool,
+    /// With `mode = "proxy"`: a named rule set the rules below add to. Default `none`.
+    pub preset: NetworkPreset,
+    /// Hosts the proxy lets through: `api.example.com`, `*.example.org`, with an optional
+    /// `:PORT`.
+    pub allow_hosts: Vec<String>,
+    /// Hosts the proxy refuses, whatever else allows them (deny wins).
+    pub deny_hosts: Vec<String>,
+    /// Address ranges the proxy lets through (also private ones, which are refused otherwise).
+    pub allow_cidrs: Vec<String>,
+    /// Other TCP the proxy lets through: `HOST:PORT` (e.g. ssh to a git host).
+    pub allow_tcp: Vec<String>,
+    /// Refuse TLS without a server name and HTTP without a Host header, instead of deciding
+    /// them by their destination address.
+    pub strict_hostname: bool,
+}
+
+/// `network.preset`: rule sets for `mode = "proxy"` (the proxy's documentation lists them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPreset {
+    /// No host allowed but the rules' own.
+    #[default]
+    None,
+    /// Common AI APIs, package registries and git hosts.
+    Dev,
+    /// Every public host (private and metadata addresses stay refused).
+    All,
+}
+
+/// `[secrets.NAME]`: a host-side secret the sandbox sees only as a placeholder; the proxy puts
+/// the real value into requests to `hosts`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretBinding {
+    /// Hosts the secret may be sent to (`api.example.com`, `*.example.org`).
+    pub hosts: Vec<String>,
+    /// The request header that carries it (e.g. `x-api-key`); without one, the placeholder is
+    /// replaced wherever it appears in the request's headers.
+    pub header: Option<String>,
 }
 
 /// `network.mode`.
@@ -213,6 +254,18 @@ pub struct PolicyOverrides {
     pub network: Option<NetworkMode>,
     /// Sets `network.dangerously_host_network` when true.
     pub dangerously_host_network: bool,
+    /// Replaces `network.preset`.
+    pub network_preset: Option<NetworkPreset>,
+    /// Added to `network.allow_hosts`.
+    pub allow_hosts: Vec<String>,
+    /// Added to `network.deny_hosts`.
+    pub deny_hosts: Vec<String>,
+    /// Added to `network.allow_cidrs`.
+    pub allow_cidrs: Vec<String>,
+    /// Added to `network.allow_tcp`.
+    pub allow_tcp: Vec<String>,
+    /// Sets `network.strict_hostname` when true.
+    pub strict_hostname: bool,
     /// Added to `sandbox.dangerously_skip`.
     pub dangerously_skip: Vec<Layer>,
 }
@@ -238,6 +291,12 @@ pub enum PolicyError {
 /// A rule across keys that a policy breaks.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
+    /// A secret name that cannot name a secret in the store.
+    #[error("secret name {name:?}: use letters, digits, '_', '-' and '.'")]
+    SecretName { name: String },
+    /// A secret bound to no host would never be sent anywhere.
+    #[error("secrets.{name}.hosts is empty: name the hosts the secret may be sent to")]
+    SecretWithoutHosts { name: String },
     /// Host networking without its confirmation.
     #[error("network.mode = \"host\" gives up network isolation and requires network.dangerously_host_network = true")]
     HostNetworkNotConfirmed,
@@ -308,6 +367,7 @@ impl Default for Policy {
             limits: Limits::default(),
             seccomp: Seccomp::default(),
             network: Network::default(),
+            secrets: BTreeMap::new(),
             sandbox: Sandbox::default(),
         }
     }
@@ -372,6 +432,13 @@ impl Policy {
         add_all(&mut self.seccomp.allow, &overrides.seccomp_allow);
         self.network.mode = overrides.network.unwrap_or(self.network.mode);
         self.network.dangerously_host_network |= overrides.dangerously_host_network;
+        let network = &mut self.network;
+        network.preset = overrides.network_preset.unwrap_or(network.preset);
+        add_all(&mut network.allow_hosts, &overrides.allow_hosts);
+        add_all(&mut network.deny_hosts, &overrides.deny_hosts);
+        add_all(&mut network.allow_cidrs, &overrides.allow_cidrs);
+        add_all(&mut network.allow_tcp, &overrides.allow_tcp);
+        network.strict_hostname |= overrides.strict_hostname;
         add_all(
             &mut self.sandbox.dangerously_skip,
             &overrides.dangerously_skip,
@@ -424,6 +491,18 @@ impl Policy {
     fn validate(&self) -> Result<(), ValidationError> {
         if self.network.mode == NetworkMode::Host && !self.network.dangerously_host_network {
             return Err(ValidationError::HostNetworkNotConfirmed);
+        }
+        for (name, binding) in &self.secrets {
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !valid_name {
+                return Err(ValidationError::SecretName { name: name.clone() });
+            }
+            if binding.hosts.is_empty() {
+                return Err(ValidationError::SecretWithoutHosts { name: name.clone() });
+            }
         }
         let defaults = paths(DEFAULT_HIDE);
         if let Some(path) = self

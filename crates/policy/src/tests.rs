@@ -158,7 +158,7 @@ fn bad_input_names_the_line_and_the_problem() {
     );
     check(
         "[dangerously_skip]\n",
-        Err("invalid policy at line 1 ([dangerously_skip]): unknown field `dangerously_skip`, expected one of `filesystem`, `environment`, `limits`, `seccomp`, `network`, `sandbox`"),
+        Err("invalid policy at line 1 ([dangerously_skip]): unknown field `dangerously_skip`, expected one of `filesystem`, `environment`, `limits`, `seccomp`, `network`, `secrets`, `sandbox`"),
     );
     check(
         "[limits\n",
@@ -210,6 +210,14 @@ allow = []
 [network]
 mode = "none"
 dangerously_host_network = false
+preset = "none"
+allow_hosts = []
+deny_hosts = []
+allow_cidrs = []
+allow_tcp = []
+strict_hostname = false
+
+[secrets]
 
 [sandbox]
 dangerously_skip = []
@@ -342,4 +350,64 @@ fn filesystem_expands_with_the_given_variables() {
         Policy::default().filesystem.expand(no_workspace),
         Err(ExpandError::NoWorkspace { .. })
     ));
+}
+
+#[test]
+fn network_rules_and_secrets_parse_and_flags_add_to_them() {
+    let policy = Policy::from_toml(
+        r#"
+[network]
+mode = "proxy"
+preset = "dev"
+allow_hosts = ["api.example.com", "*.example.org:443"]
+deny_hosts = ["bad.example.com"]
+allow_tcp = ["git.example.com:22"]
+
+[secrets.EXAMPLE_KEY]
+hosts = ["api.example.com"]
+header = "x-api-key"
+"#,
+    )
+    .unwrap();
+    assert_eq!(policy.network.mode, NetworkMode::Proxy);
+    assert_eq!(policy.network.preset, NetworkPreset::Dev);
+    assert_eq!(policy.secrets["EXAMPLE_KEY"].hosts, ["api.example.com"]);
+    assert_eq!(
+        policy.secrets["EXAMPLE_KEY"].header.as_deref(),
+        Some("x-api-key")
+    );
+    let merged = policy
+        .merge(&PolicyOverrides {
+            allow_hosts: vec!["api.example.com".into(), "more.example.net".into()],
+            strict_hostname: true,
+            ..PolicyOverrides::default()
+        })
+        .unwrap();
+    assert_eq!(
+        merged.network.allow_hosts,
+        ["api.example.com", "*.example.org:443", "more.example.net"]
+    );
+    assert!(merged.network.strict_hostname);
+    assert_eq!(Policy::from_toml(&merged.to_toml()), Ok(merged));
+}
+
+#[test]
+fn a_secret_without_hosts_or_with_a_bad_name_is_refused() {
+    let error = Policy::from_toml("[secrets.KEY]\nheader = \"x\"\n").unwrap_err();
+    assert!(error.to_string().contains("invalid policy"), "{error}");
+    assert!(
+        matches!(
+            error,
+            PolicyError::Invalid(ValidationError::SecretWithoutHosts { ref name }) if name == "KEY"
+        ),
+        "{error:?}"
+    );
+    let error = Policy::from_toml("[secrets.\"a/b\"]\nhosts = [\"x.example\"]\n").unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PolicyError::Invalid(ValidationError::SecretName { .. })
+        ),
+        "{error:?}"
+    );
 }
