@@ -125,6 +125,7 @@ fn apply_one<S: Syscalls>(
         Step::ChangeDirectory { path } => sys.change_directory(path),
         Step::SetHostname { name } => sys.set_hostname(name),
         Step::BringUpLoopback => sys.bring_up_loopback(),
+        Step::RouteAllToLoopback => sys.route_all_to_loopback(),
         Step::DisableCoreDumps => sys.disable_core_dumps(),
         Step::LimitOpenFiles { limit } => sys.limit_open_files(*limit),
         Step::DropBoundingCapabilities => sys.drop_bounding_capabilities(),

@@ -24,6 +24,7 @@
 //! exits right after reporting, and its exit kills whatever else still runs in the sandbox).
 //! See `docs/benchmarks.md`.
 
+use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -36,7 +37,7 @@ use sys::Errno;
 use rustix::event::{PollFd, PollFlags};
 
 use crate::apply::{apply, Resources};
-use crate::plan::{LaunchPlan, Step};
+use crate::plan::{LaunchPlan, Network, Step};
 use crate::terminal::{self, Relay};
 
 /// How the command ended.
@@ -100,6 +101,8 @@ pub enum LaunchError {
     NotExecutable { program: String, errno: Errno },
     #[error("the sandbox's init ended before reporting")]
     InitVanished,
+    #[error("failed to set up the sandbox's network proxy: {0}")]
+    Network(String),
     #[error("failed to find the host's cgroup hierarchies")]
     CgroupDetect(#[source] cgroup::DetectError),
     #[error("failed to create the sandbox's cgroup")]
@@ -162,6 +165,8 @@ const PHASE_COMMAND: u32 = 2;
 const PHASE_CGROUP: u32 = 3;
 /// Opening (index 0) or attaching (index 1) the command's terminal failed.
 const PHASE_TERMINAL: u32 = 4;
+/// Opening the proxy's listeners failed.
+const PHASE_NETWORK: u32 = 5;
 /// Exit code of init or the command when a step failed (the parent reports the step).
 const EXIT_SETUP_FAILED: i32 = 125;
 const RECORD_SIZE: usize = 12;
@@ -200,6 +205,45 @@ impl sys::SeccompFilter for SeccompProgram {
     }
 }
 
+/// The sockets init opens in the sandbox's network namespace for [`Network::Proxy`], for the
+/// parent's egress proxy to serve. Each is bound to every address of the namespace (which, with
+/// every address routed to loopback, is every address), dual-stack when the kernel has IPv6.
+#[derive(Debug)]
+pub struct ProxyListeners {
+    /// TCP port 80: plain HTTP, decided by its Host header.
+    pub http: TcpListener,
+    /// TCP port 443: TLS, decided by its server name (SNI).
+    pub tls: TcpListener,
+    /// `127.0.0.1:3128`: the explicit proxy `HTTP_PROXY` and `HTTPS_PROXY` name.
+    pub explicit: TcpListener,
+    /// UDP port 53: DNS.
+    pub dns_udp: UdpSocket,
+    /// TCP port 53: DNS.
+    pub dns_tcp: TcpListener,
+    /// Other TCP ports, as [`Network::Proxy`] lists them.
+    pub tcp: Vec<(u16, TcpListener)>,
+}
+
+/// The address of the explicit proxy inside the sandbox.
+pub const EXPLICIT_PROXY: &str = "127.0.0.1:3128";
+
+/// What the caller does at points of the launch (the parent's side).
+pub trait Hooks {
+    /// The sandbox's network is ready: serve its listeners (e.g. on a thread) before the
+    /// command starts. An error stops the launch.
+    fn network(&mut self, listeners: ProxyListeners) -> Result<(), String>;
+}
+
+/// [`Hooks`] that do nothing; a plan with [`Network::Proxy`] then fails to launch.
+#[derive(Debug)]
+struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn network(&mut self, _listeners: ProxyListeners) -> Result<(), String> {
+        Err("nothing serves the sandbox's proxy listeners".to_owned())
+    }
+}
+
 /// Runs the plan and waits for the command. Must be called from a single-threaded process.
 ///
 /// # Errors
@@ -207,6 +251,15 @@ impl sys::SeccompFilter for SeccompProgram {
 /// [`LaunchError`] when the sandbox could not be set up or the command could not be started;
 /// the command's own failure is its [`ExitStatus`].
 pub fn launch(plan: &LaunchPlan) -> Result<ExitStatus, LaunchError> {
+    launch_with(plan, &mut NoHooks)
+}
+
+/// [`launch`], calling `hooks` at their points of the launch.
+///
+/// # Errors
+///
+/// As [`launch`]; [`LaunchError::Network`] when the hook refused the network.
+pub fn launch_with(plan: &LaunchPlan, hooks: &mut dyn Hooks) -> Result<ExitStatus, LaunchError> {
     let exec = ExecTarget::new(
         &plan.settings.program,
         &plan.settings.arguments,
@@ -230,8 +283,14 @@ pub fn launch(plan: &LaunchPlan) -> Result<ExitStatus, LaunchError> {
         call: "sigprocmask",
         errno,
     })?;
-    let result =
-        launch_with_signals_blocked(plan, &exec, seccomp.as_ref(), &signals, &previous_mask);
+    let result = launch_with_signals_blocked(
+        plan,
+        &exec,
+        seccomp.as_ref(),
+        &signals,
+        &previous_mask,
+        hooks,
+    );
     // Restoring the mask cannot fail with a valid set; the command's result matters more.
     let _ = proc::set_signal_mask(&previous_mask);
     result
@@ -243,6 +302,7 @@ fn launch_with_signals_blocked(
     seccomp: Option<&SeccompProgram>,
     signals: &SignalSet,
     previous_mask: &SignalSet,
+    hooks: &mut dyn Hooks,
 ) -> Result<ExitStatus, LaunchError> {
     let started = Instant::now();
     let parent_error = |call| move |errno| LaunchError::Parent { call, errno };
@@ -309,8 +369,23 @@ fn launch_with_signals_blocked(
         }
         None => (None, Vec::new(), false),
     };
-    // With a terminal, init sends its master once the filesystem is in place; if init failed
-    // instead, the socket is closed and its report below says why.
+    // With the proxy network, init sends its listeners once the namespace is set up, then
+    // (with a terminal) the terminal's master; if init failed instead, the socket is closed and
+    // its report below says why.
+    if let Network::Proxy { tcp_ports } = &plan.settings.network {
+        let mut received = Vec::with_capacity(5 + tcp_ports.len());
+        if let Ok(Some(NETWORK)) = proc::receive_descriptors(parent_socket.as_fd(), &mut received) {
+            let listeners = proxy_listeners(received, tcp_ports)
+                .ok_or(LaunchError::Network(
+                    "init sent an unexpected set of listeners".to_owned(),
+                ))
+                .map_err(abandon)?;
+            hooks
+                .network(listeners)
+                .map_err(LaunchError::Network)
+                .map_err(abandon)?;
+        }
+    }
     let mut relay = None;
     if plan.settings.tty {
         let mut received = Vec::with_capacity(1);
@@ -400,6 +475,8 @@ fn remove_keeping_parents(mut group: cgroup::Cgroup) {
 const GO: u8 = 1;
 /// The byte with which init sends the master of the command's terminal.
 const TERMINAL: u8 = 2;
+/// The byte with which init sends the proxy's listeners.
+const NETWORK: u8 = 3;
 /// How long the parent waits, after the command ended, for the last of its terminal output.
 const TERMINAL_DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Size of the status record init sends when the command has ended.
@@ -655,6 +732,12 @@ fn supervise_init(
 /// The error a failure record describes.
 fn failure(plan: &LaunchPlan, record: &[u8; RECORD_SIZE]) -> LaunchError {
     let (phase, index, errno) = decode(record);
+    if phase == PHASE_NETWORK {
+        return LaunchError::Step {
+            step: "open the network proxy's listeners in the sandbox".to_owned(),
+            errno,
+        };
+    }
     if phase == PHASE_TERMINAL {
         let step = if index == 0 {
             "open a terminal in the sandbox (/dev/ptmx)"
@@ -845,6 +928,18 @@ fn run_init(
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // The passed mounts are attached now; the command must not inherit them.
     drop(mounts);
+    // The proxy's listeners live in the sandbox's network namespace, now set up.
+    if let Network::Proxy { tcp_ports } = &plan.settings.network {
+        match open_proxy_listeners(tcp_ports) {
+            Ok(fds) => {
+                let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+                if proc::send_descriptors(socket.as_fd(), NETWORK, &borrowed).is_err() {
+                    proc::exit_immediately(EXIT_SETUP_FAILED);
+                }
+            }
+            Err(errno) => fail(&report, PHASE_NETWORK, 0, errno, EXIT_SETUP_FAILED),
+        }
+    }
     // The command's terminal belongs to the sandbox's devpts, now mounted.
     let terminal = if plan.settings.tty {
         match terminal::open_pair() {
@@ -948,6 +1043,69 @@ fn run_command(
         // Exec returned without an error: cannot happen with the real kernel.
         Ok(()) => proc::exit_immediately(EXIT_SETUP_FAILED),
     }
+}
+
+/// In init: the proxy's listeners, in the order [`proxy_listeners`] reads them: HTTP, TLS,
+/// explicit, DNS over UDP, DNS over TCP, then `tcp_ports` (those not already listed).
+fn open_proxy_listeners(tcp_ports: &[u16]) -> Result<Vec<OwnedFd>, Errno> {
+    let tcp = |port: u16| -> Result<OwnedFd, Errno> {
+        // Dual-stack when the kernel has IPv6; IPv4 only otherwise.
+        let listener = TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port))
+            .or_else(|_| TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)))
+            .map_err(|error| Errno::from_io_error(&error).unwrap_or(Errno::IO))?;
+        Ok(OwnedFd::from(listener))
+    };
+    let mut fds = vec![tcp(80)?, tcp(443)?];
+    let explicit = TcpListener::bind(EXPLICIT_PROXY)
+        .map_err(|error| Errno::from_io_error(&error).unwrap_or(Errno::IO))?;
+    fds.push(OwnedFd::from(explicit));
+    let dns = UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 53))
+        .or_else(|_| UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 53)))
+        .map_err(|error| Errno::from_io_error(&error).unwrap_or(Errno::IO))?;
+    fds.push(OwnedFd::from(dns));
+    fds.push(tcp(53)?);
+    for &port in distinct_extra_ports(tcp_ports).iter() {
+        fds.push(tcp(port)?);
+    }
+    Ok(fds)
+}
+
+/// `tcp_ports` without the ports the proxy always listens on, and without repeats, in order.
+fn distinct_extra_ports(tcp_ports: &[u16]) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for &port in tcp_ports {
+        if ![80, 443, 53].contains(&port) && !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// In the parent: the listeners init sent, or `None` when they are not what was asked for.
+fn proxy_listeners(fds: Vec<OwnedFd>, tcp_ports: &[u16]) -> Option<ProxyListeners> {
+    let extra = distinct_extra_ports(tcp_ports);
+    if fds.len() != 5 + extra.len() {
+        return None;
+    }
+    let mut fds = fds.into_iter();
+    let mut next_tcp = || fds.next().map(TcpListener::from);
+    let http = next_tcp()?;
+    let tls = next_tcp()?;
+    let explicit = next_tcp()?;
+    let dns_udp = UdpSocket::from(fds.next()?);
+    let dns_tcp = TcpListener::from(fds.next()?);
+    let tcp = extra
+        .into_iter()
+        .map(|port| Some((port, TcpListener::from(fds.next()?))))
+        .collect::<Option<Vec<_>>>()?;
+    Some(ProxyListeners {
+        http,
+        tls,
+        explicit,
+        dns_udp,
+        dns_tcp,
+        tcp,
+    })
 }
 
 #[cfg(test)]

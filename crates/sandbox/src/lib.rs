@@ -18,9 +18,12 @@ pub mod plan;
 pub mod rootfs;
 mod terminal;
 
-pub use launch::{launch, ExitStatus, LaunchError, EXIT_TIMED_OUT};
+pub use launch::{
+    launch, launch_with, ExitStatus, Hooks, LaunchError, ProxyListeners, EXIT_TIMED_OUT,
+    EXPLICIT_PROXY,
+};
 pub use plan::{
-    Bind, HiddenKind, HiddenPath, Identity, LaunchPlan, PlanError, ResourceLimits, Rootfs,
+    Bind, HiddenKind, HiddenPath, Identity, LaunchPlan, Network, PlanError, ResourceLimits, Rootfs,
     SandboxSettings, SkippedLayers, Step,
 };
 pub use rootfs::{CacheOwnership, ImageRootfs, RootfsError, Scratch, SweepReport};

@@ -192,6 +192,21 @@ pub struct SandboxSettings {
     /// With `tty`: forward the parent's stdin to the terminal (`-i`). Without `tty` the command
     /// inherits the parent's stdin either way.
     pub interactive: bool,
+    /// What the sandbox's network namespace reaches besides its loopback.
+    pub network: Network,
+}
+
+/// The sandbox's network (its namespace always has its own loopback).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Loopback only: nothing outside the sandbox is reachable.
+    #[default]
+    Loopback,
+    /// Every address is routed to loopback ("AnyIP"), where init opens listeners for the
+    /// parent's egress proxy: TCP 80 and 443, the explicit proxy on 127.0.0.1:3128, DNS on 53
+    /// (UDP and TCP), and `tcp_ports` for other TCP the proxy may let through. A connection to
+    /// any other port is refused by the kernel.
+    Proxy { tcp_ports: Vec<u16> },
 }
 
 /// Settings that cannot make a sandbox.
@@ -289,6 +304,8 @@ pub enum Step {
         name: String,
     },
     BringUpLoopback,
+    /// Routes every address to loopback (see [`Network::Proxy`]).
+    RouteAllToLoopback,
     DisableCoreDumps,
     LimitOpenFiles {
         limit: u64,
@@ -339,6 +356,7 @@ impl fmt::Display for Step {
             Step::ChangeDirectory { path } => write!(f, "change directory to {}", shown(path)),
             Step::SetHostname { name } => write!(f, "set hostname {name}"),
             Step::BringUpLoopback => f.write_str("bring up loopback"),
+            Step::RouteAllToLoopback => f.write_str("route every address to loopback"),
             Step::DisableCoreDumps => f.write_str("set RLIMIT_CORE"),
             Step::LimitOpenFiles { limit } => write!(f, "set RLIMIT_NOFILE to {limit}"),
             Step::DropBoundingCapabilities => f.write_str("drop bounding capabilities"),
@@ -860,6 +878,9 @@ impl LaunchPlan {
             name: settings.hostname.clone(),
         });
         setup.push(Step::BringUpLoopback);
+        if let Network::Proxy { .. } = settings.network {
+            setup.push(Step::RouteAllToLoopback);
+        }
         setup.push(Step::ChangeDirectory {
             path: settings.working_directory.clone(),
         });
@@ -1008,6 +1029,7 @@ pub(crate) mod tests {
             seccomp_allow: vec![],
             tty: false,
             interactive: false,
+            network: Network::Loopback,
         }
     }
 

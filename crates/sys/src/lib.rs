@@ -154,6 +154,11 @@ pub trait Syscalls {
     fn set_hostname(&mut self, name: &str) -> Result<(), Errno>;
     /// Brings the network namespace's loopback interface up.
     fn bring_up_loopback(&mut self) -> Result<(), Errno>;
+    /// Makes every IPv4 and IPv6 address local to the network namespace ("AnyIP": a `local`
+    /// route for `0.0.0.0/0` and `::/0` via loopback in the local table), so a connection to any
+    /// address lands on a listener bound in the namespace, whose accepted sockets keep the
+    /// original destination as their local address. IPv6 is skipped when the kernel has none.
+    fn route_all_to_loopback(&mut self) -> Result<(), Errno>;
     /// `RLIMIT_CORE` = 0: a crashing command leaves no core file with its memory.
     fn disable_core_dumps(&mut self) -> Result<(), Errno>;
     /// `RLIMIT_NOFILE` = `limit` (soft and hard): the most files a process may hold open.

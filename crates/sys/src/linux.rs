@@ -268,6 +268,23 @@ impl Syscalls for Linux {
         Ok(())
     }
 
+    fn route_all_to_loopback(&mut self) -> Result<(), Errno> {
+        let socket = rustix::net::socket_with(
+            rustix::net::AddressFamily::NETLINK,
+            rustix::net::SocketType::RAW,
+            rustix::net::SocketFlags::CLOEXEC,
+            // NETLINK_ROUTE is protocol 0, the default.
+            None,
+        )?;
+        let loopback = interface_index(b"lo\0")?;
+        add_local_default_route(&socket, AF_INET, 4, loopback, 1)?;
+        match add_local_default_route(&socket, AF_INET6, 16, loopback, 2) {
+            // No IPv6 in this kernel: there is nothing to route.
+            Err(Errno::AFNOSUPPORT | Errno::OPNOTSUPP) => Ok(()),
+            other => other,
+        }
+    }
+
     fn disable_core_dumps(&mut self) -> Result<(), Errno> {
         rustix::process::setrlimit(
             Resource::Core,
@@ -367,5 +384,110 @@ impl Syscalls for Linux {
 
     fn execute(&mut self, target: &crate::process::ExecTarget) -> Result<(), Errno> {
         Err(target.execute())
+    }
+}
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// The index of the interface `name` (NUL-terminated).
+fn interface_index(name: &[u8]) -> Result<u32, Errno> {
+    let socket = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    // SAFETY: `ifreq` is plain old data; all-zero bytes are a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name) {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: `socket` is an open socket and `request` a valid `ifreq` naming an interface; the
+    // kernel writes the index into it.
+    if unsafe { libc::ioctl(socket.as_fd().as_raw_fd(), libc::SIOCGIFINDEX, &mut request) } < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+    }
+    // SAFETY: SIOCGIFINDEX filled the `ifru_ifindex` member of the union, the one read here.
+    let index = unsafe { request.ifr_ifru.ifru_ifindex };
+    u32::try_from(index).map_err(|_| Errno::INVAL)
+}
+
+/// Sends `RTM_NEWROUTE` for a `local` route of the whole `family` address space via interface
+/// `index` in the local table, and waits for the kernel's acknowledgement.
+fn add_local_default_route(
+    socket: &std::os::fd::OwnedFd,
+    family: u8,
+    address_length: usize,
+    index: u32,
+    sequence: u32,
+) -> Result<(), Errno> {
+    const RTM_NEWROUTE: u16 = 24;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_ACK: u16 = 0x4;
+    const NLM_F_CREATE: u16 = 0x400;
+    const NLM_F_EXCL: u16 = 0x200;
+    const NLMSG_ERROR: u16 = 2;
+    const RT_TABLE_LOCAL: u8 = 255;
+    const RTPROT_STATIC: u8 = 4;
+    const RT_SCOPE_HOST: u8 = 254;
+    const RTN_LOCAL: u8 = 2;
+    const RTA_DST: u16 = 1;
+    const RTA_OIF: u16 = 4;
+
+    let mut message = Vec::with_capacity(64);
+    // struct nlmsghdr: length (filled below), type, flags, sequence, port id.
+    message.extend_from_slice(&0u32.to_ne_bytes());
+    message.extend_from_slice(&RTM_NEWROUTE.to_ne_bytes());
+    message
+        .extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).to_ne_bytes());
+    message.extend_from_slice(&sequence.to_ne_bytes());
+    message.extend_from_slice(&0u32.to_ne_bytes());
+    // struct rtmsg: family, dst_len 0 (the whole space), src_len, tos, table, protocol, scope,
+    // type, flags.
+    message.extend_from_slice(&[
+        family,
+        0,
+        0,
+        0,
+        RT_TABLE_LOCAL,
+        RTPROT_STATIC,
+        RT_SCOPE_HOST,
+        RTN_LOCAL,
+    ]);
+    message.extend_from_slice(&0u32.to_ne_bytes());
+    // RTA_DST: the all-zero address.
+    let attribute_length = 4 + address_length;
+    message.extend_from_slice(&u16::try_from(attribute_length).unwrap_or(0).to_ne_bytes());
+    message.extend_from_slice(&RTA_DST.to_ne_bytes());
+    message.resize(message.len() + address_length, 0);
+    message.resize(message.len().next_multiple_of(4), 0);
+    // RTA_OIF: the interface.
+    message.extend_from_slice(&8u16.to_ne_bytes());
+    message.extend_from_slice(&RTA_OIF.to_ne_bytes());
+    message.extend_from_slice(&index.to_ne_bytes());
+    let length = u32::try_from(message.len()).map_err(|_| Errno::INVAL)?;
+    message[..4].copy_from_slice(&length.to_ne_bytes());
+
+    let kernel = rustix::net::netlink::SocketAddrNetlink::new(0, 0);
+    rustix::net::sendto(socket, &message, rustix::net::SendFlags::empty(), &kernel)?;
+    let mut reply = [0u8; 1024];
+    loop {
+        let (received, _) = rustix::net::recv(socket, &mut reply, rustix::net::RecvFlags::empty())?;
+        let reply = reply.get(..received).ok_or(Errno::IO)?;
+        if reply.len() < 20 {
+            return Err(Errno::IO);
+        }
+        let kind = u16::from_ne_bytes([reply[4], reply[5]]);
+        let replied_to = u32::from_ne_bytes([reply[8], reply[9], reply[10], reply[11]]);
+        if kind != NLMSG_ERROR || replied_to != sequence {
+            continue;
+        }
+        // struct nlmsgerr: a negative errno, or 0 for the acknowledgement.
+        let error = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+        return if error == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw_os_error(-error))
+        };
     }
 }

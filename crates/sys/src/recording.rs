@@ -49,6 +49,7 @@ pub enum Call {
     },
     SetHostname(String),
     BringUpLoopback,
+    RouteAllToLoopback,
     DisableCoreDumps,
     LimitOpenFiles(u64),
     DropBoundingCapabilities,
@@ -78,6 +79,7 @@ impl Call {
             Call::SetIdentity { .. } => "set_identity",
             Call::SetHostname(_) => "set_hostname",
             Call::BringUpLoopback => "bring_up_loopback",
+            Call::RouteAllToLoopback => "route_all_to_loopback",
             Call::DisableCoreDumps => "disable_core_dumps",
             Call::LimitOpenFiles(_) => "limit_open_files",
             Call::DropBoundingCapabilities => "drop_bounding_capabilities",
@@ -208,6 +210,10 @@ impl Syscalls for Recorder {
 
     fn bring_up_loopback(&mut self) -> Result<(), Errno> {
         self.record(Call::BringUpLoopback)
+    }
+
+    fn route_all_to_loopback(&mut self) -> Result<(), Errno> {
+        self.record(Call::RouteAllToLoopback)
     }
 
     fn disable_core_dumps(&mut self) -> Result<(), Errno> {

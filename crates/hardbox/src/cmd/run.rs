@@ -328,6 +328,7 @@ fn resolve(args: &RunArgs, image: Option<&PreparedImage>) -> Result<SandboxSetti
         seccomp_allow: seccomp_allow(&policy),
         tty: args.tty,
         interactive: args.interactive,
+        network: sandbox::Network::Loopback,
     })
 }
 
@@ -463,6 +464,7 @@ fn resolve_image(
         seccomp_allow: seccomp_allow(policy),
         tty: args.tty,
         interactive: args.interactive,
+        network: sandbox::Network::Loopback,
     })
 }
 
