@@ -36,6 +36,7 @@ pub mod policy;
 mod proxy;
 pub mod resolve;
 pub mod secrets;
+mod splice;
 mod tls;
 
 pub use engine::{

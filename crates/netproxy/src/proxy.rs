@@ -42,8 +42,6 @@ use crate::tls::{self, StreamStart};
 /// Bodies up to this size are read and checked before anything is sent upstream, so a blocked
 /// request gets a clean 403; larger ones are checked as they stream.
 const BODY_PREFIX: u64 = 64 * 1024;
-/// Copy buffers for tunnels.
-const TUNNEL_BUFFER: usize = 64 * 1024;
 /// How long the end of a response that could start a secret value is held back.
 const HOLD_AT_MOST: Duration = Duration::from_millis(20);
 /// A TLS alert record: fatal `access_denied`.
@@ -1076,13 +1074,7 @@ async fn tunnel(mut client: TcpStream, prefix: &[u8], mut upstream: TcpStream) {
     if !prefix.is_empty() && upstream.write_all(prefix).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        TUNNEL_BUFFER,
-        TUNNEL_BUFFER,
-    )
-    .await;
+    let _ = crate::splice::bidirectional(&mut client, &mut upstream).await;
 }
 
 /// The length of the longest end of `data` that starts one of `values` (without being all of
