@@ -883,7 +883,12 @@ impl Conn {
                 let _ = responses.await;
             }
             Some(Ok(RequestsEnd::Single)) => {
-                let _ = responses.await;
+                // Until the server is done, or the client goes away (a server keeping the
+                // connection open must not keep this task alive).
+                tokio::select! {
+                    _ = responses => {}
+                    () = wait_for_end(&mut reader) => {}
+                }
             }
             Some(Err(Stop::Blocked {
                 decided_by,
@@ -1066,6 +1071,17 @@ fn decide_plain_tcp(
     match by_names.into_iter().find(|(_, d)| d.is_allowed()) {
         Some((name, decision)) => (name.clone(), decision),
         None => (ip.to_string(), by_address),
+    }
+}
+
+/// Reads (and drops) until the stream ends or fails.
+async fn wait_for_end<R: AsyncRead + Unpin>(reader: &mut Buffered<R>) {
+    loop {
+        let buffered = reader.buffered().len();
+        reader.consume(buffered);
+        if !matches!(reader.fill().await, Ok(n) if n > 0) {
+            return;
+        }
     }
 }
 

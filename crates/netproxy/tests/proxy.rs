@@ -879,3 +879,17 @@ async fn transparent_tcp_without_an_allowing_rule_is_closed_and_reported() {
         Some(format!("tcp 127.0.0.1:{port}").as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_listeners() {
+    let mut w = world();
+    let url = format!("http://plain.test:{}/", w.http_port);
+    let out = curl(&["--proxy", &w.proxy.proxy_url(), &url]).await;
+    assert_eq!(out.stdout, "hello from plain\n", "{out:?}");
+    w.proxy.handle.take().unwrap().shutdown().await;
+    let refused = tokio::net::TcpStream::connect(w.proxy.explicit)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(w.proxy.engine.stats().connections, 1);
+}
