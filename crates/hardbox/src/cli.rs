@@ -40,6 +40,37 @@ pub enum Command {
     /// Signing keys for attestations (SBOMs, provenance)
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Host-side secrets that sandboxes see only as placeholders
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret: its value from stdin (one trailing newline dropped) or --from-file
+    Set(SecretSetArgs),
+    /// List stored secrets by name (never their values)
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+    /// Remove stored secrets
+    #[command(visible_alias = "remove")]
+    Rm(SecretRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretSetArgs {
+    /// The secret's name, as policy files bind it (`[secrets.NAME]`)
+    pub name: String,
+    /// Read the value from this file instead of stdin (taken byte for byte)
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretRmArgs {
+    /// Names of the secrets to remove
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +123,14 @@ pub struct DoctorArgs {
     /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// `run --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkModeArg {
+    None,
+    Proxy,
+    Host,
 }
 
 /// An isolation layer `--dangerously-skip` can turn off.
@@ -154,6 +193,26 @@ pub struct RunArgs {
     /// Kill the sandbox after this long, like 30s or 5m; exits 124 (policy limits.timeout)
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Network: none (loopback only, the default), proxy (through hardbox's egress proxy, which
+    /// applies the allow and deny rules), host (refused)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub network: Option<NetworkModeArg>,
+    /// Let the proxy through to HOST (`api.example.com`, `*.example.org`, optionally `:PORT`);
+    /// implies --network proxy
+    #[arg(long, value_name = "HOST")]
+    pub allow_host: Vec<String>,
+    /// Refuse HOST whatever else allows it
+    #[arg(long, value_name = "HOST")]
+    pub deny_host: Vec<String>,
+    /// Let the proxy through to an address range (private ranges are refused otherwise)
+    #[arg(long, value_name = "CIDR")]
+    pub allow_cidr: Vec<String>,
+    /// Let other TCP through to HOST:PORT (e.g. ssh to a git host)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub allow_tcp: Vec<String>,
+    /// Refuse TLS without a server name and HTTP without a Host header
+    #[arg(long)]
+    pub strict_hostname: bool,
     /// Give the command a terminal (a pseudo-terminal of its own; window size changes follow
     /// this terminal's)
     #[arg(long, short = 't')]

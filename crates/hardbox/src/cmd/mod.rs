@@ -3,8 +3,10 @@
 mod doctor;
 mod image;
 mod key;
+mod network;
 mod policy;
 mod run;
+mod secret;
 mod system;
 
 use anyhow::Result;
@@ -21,6 +23,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Doctor(args) => doctor::run(&args),
         Command::Policy(command) => policy::run(command),
         Command::Key(command) => key::run(command),
+        Command::Secret(command) => secret::run(cli.root, command),
     }
 }
 

@@ -12,8 +12,9 @@ use sandbox::{
     LaunchPlan, ResourceLimits, Rootfs, RootfsError, SandboxSettings, Scratch, SkippedLayers,
 };
 
-use crate::cli::{RunArgs, SkippableLayer};
-use crate::{exit, output};
+use super::network;
+use crate::cli::{NetworkModeArg, RunArgs, SkippableLayer};
+use crate::{exit, output, settings};
 
 const HINT_DOCTOR: &str = "run 'hardbox doctor' to see which layers this host can enforce";
 
@@ -22,7 +23,7 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
     let image = match args
         .image
         .as_deref()
-        .map(|image| prepare_image(root, image, &args))
+        .map(|image| prepare_image(root.clone(), image, &args))
     {
         None => None,
         Some(Ok(image)) => Some(image),
@@ -31,8 +32,8 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
             return Ok(exit::LAUNCH_FAILED);
         }
     };
-    let settings = match resolve(&args, image.as_ref()) {
-        Ok(settings) => settings,
+    let (settings, mut proxy) = match resolve(root.as_deref(), &args, image.as_ref()) {
+        Ok(resolved) => resolved,
         Err(err) => {
             output::error(&err);
             return Ok(exit::LAUNCH_FAILED);
@@ -51,7 +52,13 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
             path.display()
         ));
     }
-    match sandbox::launch(&plan) {
+    let launched = match proxy.as_mut() {
+        Some(proxy) => sandbox::launch_with(&plan, proxy),
+        None => sandbox::launch(&plan),
+    };
+    // The proxy serves the sandbox until its command ended.
+    drop(proxy);
+    match launched {
         Ok(status) => {
             match status {
                 ExitStatus::OutOfMemory { limit_bytes } => output::error(&anyhow!(
@@ -188,6 +195,25 @@ pub fn effective_policy(args: &RunArgs) -> Result<Policy> {
                 .with_context(|| format!("invalid --timeout {timeout:?}"))?,
         );
     }
+    overrides.network = match args.network {
+        Some(NetworkModeArg::None) => Some(NetworkMode::None),
+        Some(NetworkModeArg::Proxy) => Some(NetworkMode::Proxy),
+        Some(NetworkModeArg::Host) => Some(NetworkMode::Host),
+        // Network rules on the command line mean the proxy.
+        None if !(args.allow_host.is_empty()
+            && args.deny_host.is_empty()
+            && args.allow_cidr.is_empty()
+            && args.allow_tcp.is_empty()) =>
+        {
+            Some(NetworkMode::Proxy)
+        }
+        None => None,
+    };
+    overrides.allow_hosts = args.allow_host.clone();
+    overrides.deny_hosts = args.deny_host.clone();
+    overrides.allow_cidrs = args.allow_cidr.clone();
+    overrides.allow_tcp = args.allow_tcp.clone();
+    overrides.strict_hostname = args.strict_hostname;
     overrides.dangerously_skip = args
         .dangerously_skip
         .iter()
@@ -239,20 +265,44 @@ fn prepare_image(root: Option<PathBuf>, reference: &str, args: &RunArgs) -> Resu
 
 /// Resolves the command line and policy: paths made absolute and free of symlinks, defaults
 /// applied.
-fn resolve(args: &RunArgs, image: Option<&PreparedImage>) -> Result<SandboxSettings> {
+fn resolve(
+    root: Option<&Path>,
+    args: &RunArgs,
+    image: Option<&PreparedImage>,
+) -> Result<(SandboxSettings, Option<network::ProxySetup>)> {
     let policy = effective_policy(args)?;
     if policy.skips(Layer::Userns) {
         bail!("the user namespace cannot be skipped: the process sandbox is built on it");
     }
-    if policy.network.mode != NetworkMode::None {
-        bail!(
-            "network.mode = {:?} is not supported yet; the sandbox has loopback only (mode \"none\")",
-            policy.network.mode
-        );
+    network::check_mode(&policy)?;
+    let proxy = if policy.network.mode == NetworkMode::Proxy {
+        let store_root = settings::store_root(root.map(Path::to_path_buf))?;
+        Some(network::prepare(&policy, &store_root)?)
+    } else {
+        None
+    };
+    let mut settings = match image {
+        Some(image) => resolve_image(args, &policy, image)?,
+        None => resolve_host(args, &policy)?,
+    };
+    if let Some(proxy) = &proxy {
+        settings.network = sandbox::Network::Proxy {
+            tcp_ports: proxy.tcp_ports.clone(),
+        };
+        for (name, value) in &proxy.environment {
+            settings
+                .environment
+                .retain(|(existing, _)| existing != name);
+            settings.environment.push((name.clone(), value.clone()));
+        }
+        settings.binds.extend(proxy.ca_bind());
     }
-    if let Some(image) = image {
-        return resolve_image(args, &policy, image);
-    }
+    Ok((settings, proxy))
+}
+
+/// `--host`: the host's root read-only, the workspace writable.
+fn resolve_host(args: &RunArgs, policy: &Policy) -> Result<SandboxSettings> {
+    let policy = policy.clone();
     let workspace = match &args.workspace {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("failed to read the current directory")?,
