@@ -61,7 +61,7 @@ fn secrets_are_stored_owner_only_and_never_printed() {
 #[test]
 fn bad_names_and_empty_values_are_refused() {
     let root = tempfile::tempdir().unwrap();
-    for name in ["../escape", ".hidden", "a/b", ""] {
+    for name in ["../escape", ".hidden", "a/b", "", "1ST", "with-dash"] {
         let out = hardbox(root.path(), &["secret", "set", name], b"value\n");
         assert_eq!(out.status.code(), Some(1), "{name:?}");
         assert!(

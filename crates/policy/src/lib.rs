@@ -292,7 +292,7 @@ pub enum PolicyError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
     /// A secret name that cannot name a secret in the store.
-    #[error("secret name {name:?}: use letters, digits, '_', '-' and '.'")]
+    #[error("secret name {name:?}: use letters, digits and '_', not starting with a digit (it names an environment variable)")]
     SecretName { name: String },
     /// A secret bound to no host would never be sent anywhere.
     #[error("secrets.{name}.hosts is empty: name the hosts the secret may be sent to")]
@@ -493,10 +493,12 @@ impl Policy {
             return Err(ValidationError::HostNetworkNotConfirmed);
         }
         for (name, binding) in &self.secrets {
-            let valid_name = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            // The sandbox sees the secret as an environment variable of this name.
+            let valid_name = name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid_name {
                 return Err(ValidationError::SecretName { name: name.clone() });
             }

@@ -52,13 +52,17 @@ pub fn read(store_root: &Path, name: &str) -> Result<Vec<u8>> {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    // The sandbox sees the secret as an environment variable of this name.
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
-        bail!("invalid secret name {name:?}: use letters, digits, '_', '-' and '.'");
+        bail!(
+            "invalid secret name {name:?}: use letters, digits and '_', not starting with a \
+             digit (it names an environment variable)"
+        );
     }
     Ok(())
 }
