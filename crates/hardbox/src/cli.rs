@@ -213,6 +213,9 @@ pub struct RunArgs {
     /// Refuse TLS without a server name and HTTP without a Host header
     #[arg(long)]
     pub strict_hostname: bool,
+    /// Publish a port of the sandbox on the host: [IP:]HOSTPORT:PORT (default IP 127.0.0.1)
+    #[arg(long = "publish", short = 'p', value_name = "[IP:]HOSTPORT:PORT")]
+    pub publish: Vec<String>,
     /// Give the command a terminal (a pseudo-terminal of its own; window size changes follow
     /// this terminal's)
     #[arg(long, short = 't')]

@@ -158,3 +158,63 @@ fn host_network_is_refused() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_published_port_is_reachable_from_the_hosts_loopback_only() {
+    let host_port = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A server inside the sandbox, on the sandbox's own loopback, answering one request.
+    let server = r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 8000)); s.listen()
+c, _ = s.accept(); c.recv(100); c.sendall(b"hello from the sandbox"); c.close()
+"#;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(["run", "--host", "--workspace"])
+        .arg(dir.path())
+        .args([
+            "-p",
+            &format!("{host_port}:8000"),
+            "--",
+            "python3",
+            "-c",
+            server,
+        ])
+        .env("HARDBOX_ROOT", dir.path().join("store"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let answer = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the published port never answered"
+        );
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", host_port)) {
+            let _ = stream.write_all(b"hi");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            if !answer.is_empty() {
+                break answer;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(answer, "hello from the sandbox");
+    assert!(child.wait().unwrap().success());
+    let refused = run(&["-p", "0:80"], "true");
+    assert_eq!(
+        refused.status.code(),
+        Some(125),
+        "a host port of 0 is refused"
+    );
+    assert!(
+        text(&refused.stderr).contains("invalid --publish"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

@@ -101,7 +101,7 @@ pub enum LaunchError {
     NotExecutable { program: String, errno: Errno },
     #[error("the sandbox's init ended before reporting")]
     InitVanished,
-    #[error("failed to set up the sandbox's network proxy: {0}")]
+    #[error("failed to set up the sandbox's network: {0}")]
     Network(String),
     #[error("failed to find the host's cgroup hierarchies")]
     CgroupDetect(#[source] cgroup::DetectError),
@@ -232,6 +232,13 @@ pub trait Hooks {
     /// The sandbox's network is ready: serve its listeners (e.g. on a thread) before the
     /// command starts. An error stops the launch.
     fn network(&mut self, listeners: ProxyListeners) -> Result<(), String>;
+
+    /// The sandbox's namespaces exist and are set up (init's pid is `init`, in the caller's pid
+    /// namespace); the command starts right after. An error stops the launch.
+    fn started(&mut self, init: u32) -> Result<(), String> {
+        let _ = init;
+        Ok(())
+    }
 }
 
 /// [`Hooks`] that do nothing; a plan with [`Network::Proxy`] then fails to launch.
@@ -400,6 +407,10 @@ fn launch_with_signals_blocked(
             }
         }
     }
+    hooks
+        .started(init.as_raw_nonzero().get().unsigned_abs())
+        .map_err(LaunchError::Network)
+        .map_err(abandon)?;
     // If init already failed, the socket is closed; its report below says why.
     let borrowed: Vec<_> = join_files.iter().map(AsFd::as_fd).collect();
     let _ = proc::send_descriptors(parent_socket.as_fd(), GO, &borrowed);

@@ -5,6 +5,7 @@ mod image;
 mod key;
 mod network;
 mod policy;
+mod publish;
 mod run;
 mod secret;
 mod system;

@@ -12,7 +12,7 @@ use sandbox::{
     LaunchPlan, ResourceLimits, Rootfs, RootfsError, SandboxSettings, Scratch, SkippedLayers,
 };
 
-use super::network;
+use super::{network, publish};
 use crate::cli::{NetworkModeArg, RunArgs, SkippableLayer};
 use crate::{exit, output, settings};
 
@@ -52,12 +52,26 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
             path.display()
         ));
     }
-    let launched = match proxy.as_mut() {
-        Some(proxy) => sandbox::launch_with(&plan, proxy),
-        None => sandbox::launch(&plan),
+    let publishes = match args
+        .publish
+        .iter()
+        .map(|text| publish::parse(text))
+        .collect::<Result<Vec<_>>>()
+        .and_then(|publishes| publish::Publisher::bind(&publishes))
+    {
+        Ok(publisher) => publisher,
+        Err(err) => {
+            output::error(&err);
+            return Ok(exit::LAUNCH_FAILED);
+        }
     };
+    let mut hooks = RunHooks {
+        proxy: proxy.take(),
+        publisher: publishes,
+    };
+    let launched = sandbox::launch_with(&plan, &mut hooks);
     // The proxy serves the sandbox until its command ended.
-    drop(proxy);
+    drop(hooks);
     match launched {
         Ok(status) => {
             match status {
@@ -82,6 +96,28 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
             output::error(&describe(&err));
             Ok(code)
         }
+    }
+}
+
+/// What `run` does at the launch's points: serve the proxy's listeners, forward published
+/// ports.
+struct RunHooks {
+    proxy: Option<network::ProxySetup>,
+    publisher: publish::Publisher,
+}
+
+impl sandbox::Hooks for RunHooks {
+    fn network(&mut self, listeners: sandbox::ProxyListeners) -> Result<(), String> {
+        match self.proxy.as_mut() {
+            Some(proxy) => proxy.network(listeners),
+            None => Err("no proxy was set up for the sandbox's network".to_owned()),
+        }
+    }
+
+    fn started(&mut self, init: u32) -> Result<(), String> {
+        self.publisher
+            .start(init)
+            .map_err(|error| format!("{error:#}"))
     }
 }
 
