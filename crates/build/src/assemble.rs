@@ -209,11 +209,13 @@ pub fn assemble(
     let mut tree = Tree::new();
     let mut report = Report::default();
     if plan.merged_usr {
-        for dir in ["bin", "sbin", "lib"] {
+        // As on a merged-/usr system, each link's directory exists before packages are
+        // unpacked, so what a package ships below /lib64 (libc6's dynamic loader link) lands in
+        // /usr/lib64 instead of replacing the link.
+        for dir in ["bin", "sbin", "lib", "lib64"] {
             tree.insert(&format!("usr/{dir}"), Entry::directory(0o755, 0, 0, epoch));
             tree.insert(dir, Entry::symlink(&format!("usr/{dir}"), epoch));
         }
-        tree.insert("lib64", Entry::symlink("usr/lib64", epoch));
     }
 
     let unpacked = unpack_all(debs)?;
@@ -233,7 +235,9 @@ pub fn assemble(
             scripts_not_run: deb.deb.control().scripts.keys().cloned().collect(),
         });
     }
-    if plan.merged_usr && tree.get("usr/lib64").is_none() {
+    // Architectures without /lib64 keep neither the link nor an empty /usr/lib64.
+    if plan.merged_usr && tree.children_of("usr/lib64").next().is_none() {
+        tree.remove("usr/lib64");
         tree.remove("lib64");
     }
 
@@ -255,10 +259,14 @@ pub fn assemble(
     Ok((tree, report))
 }
 
-/// Reads every package's `data.tar` on up to two threads; results keep the input order.
+/// Reads every package's `data.tar` on every core (up to four); results keep the input order.
+/// The largest `data.tar` members are taken first, so no core is left decompressing one big
+/// package alone at the end.
 fn unpack_all(debs: &[InstalledDeb]) -> Result<Vec<Vec<RawEntry>>, AssembleError> {
     type Slot = Option<Result<Vec<RawEntry>, AssembleError>>;
     let slots: Vec<Mutex<Slot>> = debs.iter().map(|_| Mutex::new(None)).collect();
+    let mut order: Vec<usize> = (0..debs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(debs[i].deb.data_member().size));
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -267,12 +275,12 @@ fn unpack_all(debs: &[InstalledDeb]) -> Result<Vec<Vec<RawEntry>>, AssembleError
         .min(debs.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(deb) = debs.get(i) else { break };
-                let result = read_data(&deb.deb);
-                if let Ok(mut slot) = slots[i].lock() {
-                    *slot = Some(result);
+            scope.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let result = read_data(&debs[i].deb);
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(result);
+                    }
                 }
             });
         }

@@ -328,6 +328,32 @@ fn assemble_rejects_dotdot_and_absolute_paths_in_data_tar() {
     }
 }
 
+#[test]
+fn merged_usr_keeps_what_a_package_ships_below_lib64() {
+    // libc6 ships ./lib64/ and ./lib64/ld-linux-x86-64.so.2: the loader every binary names.
+    let dir = tempfile::tempdir().unwrap();
+    let libc = deb(
+        dir.path(),
+        "libc",
+        "",
+        &[("/lib64/ld-linux-x86-64.so.2", "loader", 0o755)],
+        &[],
+    );
+    let spec = Spec::parse("name: x\n", "x.yaml").unwrap();
+    let (tree, _) = assemble(&spec, &installed(&[libc]), &options(0)).unwrap();
+    assert!(matches!(&tree.get("lib64").unwrap().kind, Kind::Symlink(t) if t == "usr/lib64"));
+    assert_eq!(
+        tree.read("lib64/ld-linux-x86-64.so.2"),
+        Some(&b"loader"[..])
+    );
+
+    // Without anything below /lib64, neither the link nor /usr/lib64 stays.
+    let other = deb(dir.path(), "other", "", &[("/usr/bin/x", "x", 0o755)], &[]);
+    let (tree, _) = assemble(&spec, &installed(&[other]), &options(0)).unwrap();
+    assert!(tree.get("lib64").is_none() && tree.get("usr/lib64").is_none());
+    assert!(matches!(&tree.get("lib").unwrap().kind, Kind::Symlink(_)));
+}
+
 fn build_once(store: &Store, debs: &[PathBuf], epoch: u64, tag: &str) -> build::BuildOutput {
     let spec = Spec::parse(SPEC, "test.yaml").unwrap();
     let paths: Vec<&Path> = debs.iter().map(PathBuf::as_path).collect();
