@@ -4,21 +4,21 @@
 //! with owners and modes from the tree, every mtime clamped to `SOURCE_DATE_EPOCH`, no
 //! atime/ctime, empty user and group names, and a PAX header only for a path or link target
 //! longer than ustar holds. It is compressed with a fixed header (gzip: no mtime, no name) at a
-//! fixed level. The tar is produced on one thread and compressed on another while the store
-//! hashes and writes the result, so the same tree and epoch always give the same bytes, and the
-//! same digests.
+//! fixed level. The tar is produced on one thread and compressed in fixed-size blocks on every
+//! core ([`crate::compress`]) while the store hashes and writes the result, so the same tree and
+//! epoch always give the same bytes, and the same digests, on any machine.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read, Write};
-use std::sync::mpsc;
+use std::io::{self, Write};
 
 use oci::spec::{
     Descriptor, History, ImageConfig, Manifest, Platform, RootFs, RunConfig, MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_MANIFEST,
 };
 use oci::{ImageWriter, Store, WriteError};
-use types::{Digest, Sha256Writer};
+use types::Digest;
 
+use crate::compress;
 use crate::spec::{LayerCompression, Layers};
 use crate::tree::{self, Entry, Kind, Tree};
 
@@ -55,6 +55,8 @@ pub enum ImageError {
     Layer { index: usize, source: io::Error },
     #[error("failed to serialise the image config")]
     Config(#[source] serde_json::Error),
+    #[error("the store named the manifest {actual}, not {expected} as staged")]
+    ManifestChanged { expected: Digest, actual: Digest },
 }
 
 /// An image the store now holds.
@@ -237,76 +239,9 @@ fn set_truncated_name(header: &mut tar::Header, name: &str) {
     field[..n].copy_from_slice(&bytes[..n]);
 }
 
-/// A `Write` that sends fixed-size chunks to another thread.
-struct ChunkSender {
-    sender: mpsc::SyncSender<Vec<u8>>,
-    buffer: Vec<u8>,
-}
-
-const CHUNK: usize = 1 << 20;
-
-impl Write for ChunkSender {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.buffer.is_empty() {
-            let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK + 64 * 1024));
-            self.sender
-                .send(chunk)
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "layer reader stopped"))?;
-        }
-        Ok(())
-    }
-}
-
-/// A `Read` over chunks from [`ChunkSender`].
-struct ChunkReceiver {
-    receiver: mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    offset: usize,
-}
-
-impl Read for ChunkReceiver {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.offset >= self.current.len() {
-            match self.receiver.recv() {
-                Ok(chunk) => {
-                    self.current = chunk;
-                    self.offset = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.offset);
-        buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
-        self.offset += n;
-        Ok(n)
-    }
-}
-
-fn channel() -> (ChunkSender, ChunkReceiver) {
-    let (sender, receiver) = mpsc::sync_channel(4);
-    (
-        ChunkSender {
-            sender,
-            buffer: Vec::with_capacity(CHUNK + 64 * 1024),
-        },
-        ChunkReceiver {
-            receiver,
-            current: Vec::new(),
-            offset: 0,
-        },
-    )
-}
-
-/// Writes one layer to the store: tar on one thread, compression on another, hashing and
-/// writing on this one. Returns the blob descriptor and the diff_id.
+/// Writes one layer to the store: the tar on one thread, compression on every core
+/// ([`crate::compress`]), hashing and writing on this one. Returns the blob descriptor and the
+/// diff_id.
 fn write_layer(
     writer: &ImageWriter<'_>,
     tree: &Tree,
@@ -314,80 +249,53 @@ fn write_layer(
     epoch: u64,
     layers: &Layers,
 ) -> io::Result<(Descriptor, Digest)> {
-    let (mut tar_out, mut tar_in) = channel();
-    let (mut compressed_out, mut compressed_in) = channel();
-    let compression = layers.compression;
-    let level = layers.level;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
     std::thread::scope(|scope| {
-        let producer = scope.spawn(move || -> io::Result<()> {
+        let (mut tar_out, mut compressed_in) =
+            compress::pipeline(scope, layers.compression, layers.level, workers);
+        let producer = scope.spawn(move || -> io::Result<Digest> {
             write_tar(tree, paths, epoch, &mut tar_out)?;
-            tar_out.flush()
+            tar_out.finish()
         });
-        let compressor = scope.spawn(move || -> io::Result<Digest> {
-            let mut hashed = Sha256Writer::new();
-            let mut buffer = vec![0u8; 256 << 10];
-            match compression {
-                LayerCompression::Gzip => {
-                    let mut encoder = flate2::GzBuilder::new().operating_system(255).write(
-                        &mut compressed_out,
-                        flate2::Compression::new(level.unwrap_or(6)),
-                    );
-                    loop {
-                        let n = tar_in.read(&mut buffer)?;
-                        if n == 0 {
-                            break;
-                        }
-                        hashed.update(&buffer[..n]);
-                        encoder.write_all(&buffer[..n])?;
-                    }
-                    encoder.finish()?;
-                }
-                LayerCompression::Zstd => {
-                    let level = i32::try_from(level.unwrap_or(3)).unwrap_or(3);
-                    let mut encoder =
-                        zstd::stream::write::Encoder::new(&mut compressed_out, level)?;
-                    encoder.include_checksum(true)?;
-                    loop {
-                        let n = tar_in.read(&mut buffer)?;
-                        if n == 0 {
-                            break;
-                        }
-                        hashed.update(&buffer[..n]);
-                        encoder.write_all(&buffer[..n])?;
-                    }
-                    encoder.finish()?;
-                }
-            }
-            compressed_out.flush()?;
-            drop(compressed_out);
-            Ok(hashed.finish().0)
-        });
-        let media_type = match compression {
+        let media_type = match layers.compression {
             LayerCompression::Gzip => MEDIA_TYPE_OCI_LAYER_GZIP,
             LayerCompression::Zstd => MEDIA_TYPE_OCI_LAYER_ZSTD,
         };
         let stored = writer.put_blob_reader(media_type, &mut compressed_in);
         // Unblock the threads if storing stopped early.
         drop(compressed_in);
-        let produced = producer
+        let diff_id = producer
             .join()
             .map_err(|_| io::Error::other("the tar thread panicked"))?;
-        let diff_id = compressor
-            .join()
-            .map_err(|_| io::Error::other("the compression thread panicked"))?;
         let descriptor = stored.map_err(io::Error::other)?;
-        produced?;
         Ok((descriptor, diff_id?))
     })
 }
 
-/// Writes the image: layers, config and manifest, then tags it, all through one store writer.
-pub fn write_image(
-    store: &Store,
+/// An image whose blobs (layers, config) are in the store but that `index.json` does not list
+/// yet: its manifest, and the descriptor [`commit_image`] will give it, are known, so documents
+/// about the image (SBOMs, attestations) can be made before it appears.
+#[derive(Debug, Clone)]
+pub struct StagedImage {
+    pub manifest: Manifest,
+    /// Digest and size of the manifest's JSON, as the store will name it.
+    pub descriptor: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    pub diff_ids: Vec<Digest>,
+    /// Names the image gets when committed.
+    pub tags: Vec<String>,
+}
+
+/// Writes the image's layers and config through `writer` and prepares its manifest.
+pub fn stage_image(
+    writer: &ImageWriter<'_>,
     tree: &Tree,
     meta: &ImageMeta,
-) -> Result<WrittenImage, ImageError> {
-    let writer = store.writer()?;
+) -> Result<StagedImage, ImageError> {
     let epoch = meta.source_date_epoch;
     let created = rfc3339(epoch);
     let groups = partition(tree, meta.layers.max);
@@ -395,7 +303,7 @@ pub fn write_image(
     let mut diff_ids = Vec::new();
     let mut history = Vec::new();
     for (index, paths) in groups.iter().enumerate() {
-        let (descriptor, diff_id) = write_layer(&writer, tree, paths, epoch, &meta.layers)
+        let (descriptor, diff_id) = write_layer(writer, tree, paths, epoch, &meta.layers)
             .map_err(|source| ImageError::Layer { index, source })?;
         layers.push(descriptor);
         diff_ids.push(diff_id);
@@ -456,13 +364,51 @@ pub fn write_image(
         subject: None,
         annotations,
     };
-    let descriptor = writer.put_image(&manifest, &meta.tags)?;
-    Ok(WrittenImage {
-        manifest: descriptor,
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(ImageError::Config)?;
+    let descriptor = Descriptor::new(
+        MEDIA_TYPE_OCI_MANIFEST,
+        Digest::of(&manifest_bytes),
+        manifest_bytes.len() as u64,
+    );
+    Ok(StagedImage {
+        manifest,
+        descriptor,
         config: config_descriptor,
         layers,
         diff_ids,
+        tags: meta.tags.clone(),
     })
+}
+
+/// Lists a staged image in `index.json` under its tags (one atomic change).
+pub fn commit_image(
+    writer: &ImageWriter<'_>,
+    staged: &StagedImage,
+) -> Result<WrittenImage, ImageError> {
+    let descriptor = writer.put_image(&staged.manifest, &staged.tags)?;
+    if descriptor.digest != staged.descriptor.digest {
+        return Err(ImageError::ManifestChanged {
+            expected: staged.descriptor.digest.clone(),
+            actual: descriptor.digest,
+        });
+    }
+    Ok(WrittenImage {
+        manifest: descriptor,
+        config: staged.config.clone(),
+        layers: staged.layers.clone(),
+        diff_ids: staged.diff_ids.clone(),
+    })
+}
+
+/// Writes the image: layers, config and manifest, then tags it, all through one store writer.
+pub fn write_image(
+    store: &Store,
+    tree: &Tree,
+    meta: &ImageMeta,
+) -> Result<WrittenImage, ImageError> {
+    let writer = store.writer()?;
+    let staged = stage_image(&writer, tree, meta)?;
+    commit_image(&writer, &staged)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assemble;
+pub mod compress;
 pub mod harden;
 pub mod image;
 pub mod native;
@@ -24,10 +25,12 @@ pub mod tree;
 use std::path::{Path, PathBuf};
 
 use oci::spec::{Descriptor, Platform};
-use oci::Store;
+use oci::{ImageWriter, Store};
 
 pub use assemble::{assemble, AssembleError, AssembleOptions, InstalledDeb, Report};
-pub use image::{write_image, ImageError, ImageMeta, WrittenImage};
+pub use image::{
+    commit_image, stage_image, write_image, ImageError, ImageMeta, StagedImage, WrittenImage,
+};
 pub use spec::{Spec, SpecError};
 
 /// What the caller decides for one build.
@@ -52,6 +55,8 @@ pub enum BuildError {
     Image(#[from] ImageError),
     #[error("invalid platform {0:?}")]
     Platform(String),
+    #[error(transparent)]
+    Store(#[from] oci::StoreError),
 }
 
 /// A finished build.
@@ -146,6 +151,36 @@ pub fn build(
     debs: &[&Path],
     options: &BuildOptions,
 ) -> Result<BuildOutput, BuildError> {
+    let writer = store.writer()?;
+    let staged = stage(&writer, spec, debs, options)?;
+    let image = commit_image(&writer, &staged.image)?;
+    Ok(BuildOutput {
+        image,
+        report: staged.report,
+        tags: staged.image.tags,
+        source_date_epoch: staged.source_date_epoch,
+    })
+}
+
+/// A build whose layers and config are stored but whose manifest is not listed yet (see
+/// [`StagedImage`]), with the tree it was made from.
+#[derive(Debug)]
+pub struct StagedBuild {
+    pub image: StagedImage,
+    pub tree: tree::Tree,
+    pub report: Report,
+    pub platform: Platform,
+    pub source_date_epoch: u64,
+}
+
+/// The first half of [`build`]: assembles the tree and writes its layers and config through
+/// `writer`; [`commit_image`] then lists the image.
+pub fn stage(
+    writer: &ImageWriter<'_>,
+    spec: &Spec,
+    debs: &[&Path],
+    options: &BuildOptions,
+) -> Result<StagedBuild, BuildError> {
     let platform = match &options.platform {
         Some(p) => p.clone(),
         None => match spec.platforms.first() {
@@ -168,12 +203,13 @@ pub fn build(
     };
     let (tree, report) = assemble(spec, &installed, &assemble_options)?;
     let tags = options.tags.clone().unwrap_or_else(|| spec_tags(spec));
-    let meta = image_meta(spec, platform, epoch, tags.clone());
-    let image = write_image(store, &tree, &meta)?;
-    Ok(BuildOutput {
+    let meta = image_meta(spec, platform.clone(), epoch, tags);
+    let image = stage_image(writer, &tree, &meta)?;
+    Ok(StagedBuild {
         image,
+        tree,
         report,
-        tags,
+        platform,
         source_date_epoch: epoch,
     })
 }
