@@ -45,9 +45,9 @@ pub const ATTR_SEQUENCE: &str = "hardbox.event.sequence";
 /// JSON form (one object per line of the spool):
 /// `{"sequence":7,"time_unix_nano":…,"event.name":"hardbox.process.exec","severity":"INFO",
 /// "traceparent":"00-…-…-01","attributes":{"process.pid":42}}`; `traceparent` is absent when
-/// the event belongs to no trace.
+/// the event belongs to no trace. Fields this version does not know are ignored when reading,
+/// so a spool written by a later hardbox stays readable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
     /// Per-sandbox sequence number, assigned by the spool (strictly increasing from 1); 0 until
     /// the event is written.
@@ -430,5 +430,15 @@ mod tests {
         assert_eq!(back, event);
         assert_eq!(back.attributes["ratio"], Value::Double(1.0));
         assert_eq!(back.attributes["process.pid"], Value::Int(42));
+    }
+
+    #[test]
+    fn event_json_ignores_fields_of_later_versions() {
+        let line = r#"{"sequence":3,"time_unix_nano":5,"event.name":"hardbox.file.write","severity":"INFO","attributes":{"file.path":"/w/a"},"later":1}"#;
+        let event: Event = serde_json::from_str(line).unwrap();
+        assert_eq!((event.sequence, event.time_unix_nano), (3, 5));
+        assert_eq!(event.attributes["file.path"], Value::from("/w/a"));
+        // Required fields stay required.
+        assert!(serde_json::from_str::<Event>(r#"{"sequence":3}"#).is_err());
     }
 }
