@@ -10,7 +10,9 @@
 //! inputs give the same manifest digest.
 //!
 //! Fetching and resolving packages is the `debian` crate's job; [`build`] takes the resolved
-//! `.deb` paths in installation order.
+//! `.deb` paths in installation order. [`pipeline`] runs the whole thing for `hardbox build`:
+//! repositories, verified metadata, resolution or lock, downloads, this build, then SBOMs and
+//! signed attestations attached to the image as OCI referrers.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,7 @@ pub mod compress;
 pub mod harden;
 pub mod image;
 pub mod native;
+pub mod pipeline;
 pub mod spec;
 pub mod tree;
 
