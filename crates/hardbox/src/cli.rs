@@ -40,6 +40,14 @@ pub enum Command {
     /// Signing keys for attestations (SBOMs, provenance)
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Build a hardened image from a spec (YAML) and Debian packages
+    Build(Box<BuildArgs>),
+    /// Resolve a spec's packages and write its lockfile
+    Lock(LockArgs),
+    /// Print an image's SBOM (the attached one, else one made from its dpkg database)
+    Sbom(SbomArgs),
+    /// Check an image's signed attestations: provenance and SBOMs
+    Verify(VerifyArgs),
     /// Host-side secrets that sandboxes see only as placeholders
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -98,6 +106,84 @@ pub struct KeyGenerateArgs {
     #[arg(long)]
     pub force: bool,
     /// Print the key id and paths as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where packages come from, for `build` and `lock`.
+#[derive(Debug, Args)]
+pub struct PackageSourceArgs {
+    /// Use only the download cache (no network)
+    #[arg(long)]
+    pub offline: bool,
+    /// Platform to build for, e.g. linux/arm64 (default: the spec's first, else this host's)
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The image spec (YAML)
+    pub spec: PathBuf,
+    /// Name to give the image; repeatable (default: the spec's tags)
+    #[arg(long = "tag", short = 't', value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// Install exactly the packages of a lockfile (default: hardbox.lock.json next to the spec)
+    #[arg(long, value_name = "LOCKFILE", num_args = 0..=1)]
+    pub locked: Option<Option<PathBuf>>,
+    /// Sign SLSA provenance and SBOM attestations with this private key (PKCS#8 PEM, as
+    /// 'hardbox key generate' writes)
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// SOURCE_DATE_EPOCH when the spec has no dates (default: $SOURCE_DATE_EPOCH, else the
+    /// newest Date of the repositories' Release files)
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<u64>,
+    #[command(flatten)]
+    pub sources: PackageSourceArgs,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The image spec (YAML)
+    pub spec: PathBuf,
+    /// Where to write the lockfile (default: hardbox.lock.json next to the spec)
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: PackageSourceArgs,
+}
+
+/// An SBOM format for `sbom`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomFormatArg {
+    SpdxJson,
+    CyclonedxJson,
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// Image name or digest
+    pub image: String,
+    /// Document format
+    #[arg(long, value_enum, default_value = "spdx-json")]
+    pub format: SbomFormatArg,
+    /// Write the document to FILE instead of stdout
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Image name or digest
+    pub image: String,
+    /// Public key (SPKI PEM) trusted to sign the attestations; repeatable
+    #[arg(long, value_name = "PUB", required = true)]
+    pub key: Vec<PathBuf>,
+    /// Print the checks as JSON
     #[arg(long)]
     pub json: bool,
 }

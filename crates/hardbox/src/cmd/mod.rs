@@ -1,5 +1,6 @@
 //! One module per verb group; each takes parsed arguments, resolves them and acts.
 
+mod build;
 mod doctor;
 mod image;
 mod key;
@@ -8,6 +9,7 @@ mod policy;
 mod publish;
 mod run;
 mod secret;
+mod supply;
 mod system;
 
 use anyhow::Result;
@@ -24,6 +26,10 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Doctor(args) => doctor::run(&args),
         Command::Policy(command) => policy::run(command),
         Command::Key(command) => key::run(command),
+        Command::Build(args) => build::build(cli.root, *args),
+        Command::Lock(args) => build::lock(cli.root, args),
+        Command::Sbom(args) => supply::sbom(cli.root, args),
+        Command::Verify(args) => supply::verify(cli.root, args),
         Command::Secret(command) => secret::run(cli.root, command),
     }
 }
