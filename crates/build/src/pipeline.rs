@@ -51,7 +51,6 @@ use debian::openpgp::KeyringError;
 use debian::package::IndexError;
 use debian::resolve::{Request, RequestError, ResolveError};
 use debian::sources::SourceError;
-use fs_err as fs;
 use oci::spec::{Descriptor, Platform};
 use oci::{ReadImageError, ResolveError as ReferenceError, Store, StoreError, WriteError};
 use serde::Serialize;
@@ -378,12 +377,29 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
-    /// Whether the error says the lock no longer fits the spec (`hardbox lock` fixes it).
-    pub fn is_stale_lock(&self) -> bool {
+    /// Whether the message already names the spec file (so callers need not say it again).
+    pub fn names_spec(&self) -> bool {
         matches!(
             self,
-            PipelineError::StaleLock { .. } | PipelineError::LockArchitecture { .. }
+            PipelineError::ReadSpec { .. }
+                | PipelineError::Spec(_)
+                | PipelineError::Request { .. }
+                | PipelineError::Repository { .. }
+                | PipelineError::NoRepositories { .. }
+                | PipelineError::RemoteKeyring { .. }
+                | PipelineError::Resolve { .. }
+                | PipelineError::StaleLock { .. }
         )
+    }
+
+    /// Whether the error says the lock is missing or no longer fits the spec (`hardbox lock`
+    /// fixes it).
+    pub fn is_stale_lock(&self) -> bool {
+        match self {
+            PipelineError::StaleLock { .. } | PipelineError::LockArchitecture { .. } => true,
+            PipelineError::ReadLock { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
     }
 }
 
@@ -397,7 +413,8 @@ struct LoadedSpec {
 }
 
 fn load_spec(path: &Path) -> Result<LoadedSpec, PipelineError> {
-    let bytes = fs::read(path).map_err(|source| PipelineError::ReadSpec {
+    // std::fs: the error names the path already.
+    let bytes = std::fs::read(path).map_err(|source| PipelineError::ReadSpec {
         path: path.to_owned(),
         source,
     })?;

@@ -508,7 +508,8 @@ pub(super) fn locked(
     path: &Path,
 ) -> Result<Plan, PipelineError> {
     settings.step("reading the lockfile");
-    let bytes = fs::read(path).map_err(|source| PipelineError::ReadLock {
+    // std::fs: the error names the path already.
+    let bytes = std::fs::read(path).map_err(|source| PipelineError::ReadLock {
         path: path.to_owned(),
         source,
     })?;

@@ -67,13 +67,19 @@ fn resolve_settings(
     Ok(settings)
 }
 
-/// Adds a hint to errors the user fixes by relocking.
-fn with_hint(err: PipelineError) -> anyhow::Error {
-    if err.is_stale_lock() {
-        output::hinted(format!("{:#}", anyhow::Error::new(err)), LOCK_HINT)
-    } else {
+/// Says what failed (unless the error names the spec already), with a hint where relocking
+/// fixes it.
+fn failed(action: &str, spec: &Path, err: PipelineError) -> anyhow::Error {
+    let stale = err.is_stale_lock();
+    let mut err = if err.names_spec() {
         anyhow::Error::new(err)
+    } else {
+        anyhow::Error::new(err).context(format!("failed to {action} {}", spec.display()))
+    };
+    if stale {
+        err = output::hinted(format!("{err:#}"), LOCK_HINT);
     }
+    err
 }
 
 pub fn build(root: Option<PathBuf>, args: BuildArgs) -> Result<u8> {
@@ -103,9 +109,7 @@ pub fn build(root: Option<PathBuf>, args: BuildArgs) -> Result<u8> {
     };
     let outcome = pipeline::build(&store, &request);
     clear_progress(&settings);
-    let outcome = outcome
-        .map_err(with_hint)
-        .with_context(|| format!("failed to build {}", args.spec.display()))?;
+    let outcome = outcome.map_err(|err| failed("build", &args.spec, err))?;
     for warning in &outcome.warnings {
         output::warn(warning);
     }
@@ -140,7 +144,7 @@ pub fn lock(root: Option<PathBuf>, args: LockArgs) -> Result<u8> {
     let settings = resolve_settings(&root, &args.spec, &args.sources, None)?;
     let outcome = pipeline::lock(&settings, args.output.as_deref());
     clear_progress(&settings);
-    let outcome = outcome.with_context(|| format!("failed to lock {}", args.spec.display()))?;
+    let outcome = outcome.map_err(|err| failed("lock", &args.spec, err))?;
     for warning in &outcome.warnings {
         output::warn(warning);
     }
