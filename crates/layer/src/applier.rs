@@ -36,6 +36,20 @@ const OWNER_XATTR: &str = "user.hardbox.owner";
 /// size, 10 KiB by default); more is a decompression bomb, not padding.
 const MAX_TRAILING: u64 = 16 << 20;
 
+/// Which of owner and mode a newly created file already has as the layer wants them.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    owner: bool,
+    mode: bool,
+}
+
+impl Done {
+    const NOTHING: Done = Done {
+        owner: false,
+        mode: false,
+    };
+}
+
 /// Metadata of a directory, set by [`Applier::finish`] because adding children changes it.
 #[derive(Debug)]
 struct DirectoryMetadata {
@@ -57,7 +71,30 @@ pub struct Applier {
     total_entries: u64,
     total_bytes: u64,
     directories: HashMap<Vec<u8>, DirectoryMetadata>,
-    parents: HashMap<Vec<u8>, Arc<OwnedFd>>,
+    parents: HashMap<Vec<u8>, Parent>,
+}
+
+/// A parent directory kept between entries.
+#[derive(Debug)]
+struct Parent {
+    fd: Arc<OwnedFd>,
+    new_files: NewFiles,
+}
+
+/// What the kernel was seen to give regular files this process creates in one directory, so
+/// that calls which would change nothing are left out.
+///
+/// The owner of a new file depends only on the creating process and the directory (its set-gid
+/// bit and group, the filesystem's `grpid` option, id squashing), and its mode on the mode asked
+/// for and the directory (umask or default ACL). Both are learned by `fstat` of a file created
+/// here (once for the owner, once per distinct mode), never assumed, and forgotten when the
+/// directory's metadata is set or the cached descriptor is dropped.
+#[derive(Debug, Default)]
+struct NewFiles {
+    /// The (uid, gid) new files get.
+    owner: Option<(u32, u32)>,
+    /// Modes (permission bits only) that new files were created with exactly as asked.
+    modes: Vec<u32>,
 }
 
 /// Reads the layer blob on the producing thread: hashes what it reads (when asked), counts it,
@@ -617,6 +654,7 @@ impl LayerRun<'_> {
     }
 
     fn invalidate_parents(&mut self) {
+        // Drops what was learned about each directory along with its descriptor.
         self.applier.parents.clear();
     }
 
@@ -662,10 +700,20 @@ impl LayerRun<'_> {
     /// ownership mode maps it).
     fn parent_of(&mut self, path: &EntryPath, entry: &str) -> Result<Arc<OwnedFd>, LayerError> {
         let key = names::join(path.parent_components());
-        if let Some(fd) = self.applier.parents.get(&key) {
-            return Ok(Arc::clone(fd));
+        self.parent_at(&key, path, entry)
+    }
+
+    /// [`LayerRun::parent_of`], given the parent's key (its joined components).
+    fn parent_at(
+        &mut self,
+        key: &[u8],
+        path: &EntryPath,
+        entry: &str,
+    ) -> Result<Arc<OwnedFd>, LayerError> {
+        if let Some(parent) = self.applier.parents.get(key) {
+            return Ok(Arc::clone(&parent.fd));
         }
-        let fd = match tree::resolve_dir(&self.applier.root, &key) {
+        let fd = match tree::resolve_dir(&self.applier.root, key) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => self.create_parents(path.parent_components(), entry)?,
             Err(e) => return Err(self.parent_error(entry, e)),
@@ -674,7 +722,11 @@ impl LayerRun<'_> {
             self.applier.parents.clear();
         }
         let fd = Arc::new(fd);
-        self.applier.parents.insert(key, Arc::clone(&fd));
+        let parent = Parent {
+            fd: Arc::clone(&fd),
+            new_files: NewFiles::default(),
+        };
+        self.applier.parents.insert(key.to_vec(), parent);
         Ok(fd)
     }
 
@@ -778,18 +830,25 @@ impl LayerRun<'_> {
     }
 
     /// Owner, mode, xattrs of an open file or directory, in that order (chown clears setuid
-    /// bits and file capabilities).
+    /// bits and file capabilities); owner and mode are left alone where `done` says the file
+    /// already has them.
     fn set_metadata(
         &mut self,
         fd: &OwnedFd,
         header: &EntryHeader,
         entry: &str,
         bits: u32,
+        done: Done,
     ) -> Result<(), LayerError> {
         if let Some((uid, gid)) = self.owner(header.uid, header.gid, entry)? {
-            rfs::fchown(fd, Some(uid), Some(gid)).map_err(|e| self.fail(entry, "set owner", e))?;
+            if !done.owner {
+                rfs::fchown(fd, Some(uid), Some(gid))
+                    .map_err(|e| self.fail(entry, "set owner", e))?;
+            }
         }
-        rfs::fchmod(fd, mode(bits)).map_err(|e| self.fail(entry, "set mode", e))?;
+        if !done.mode {
+            rfs::fchmod(fd, mode(bits)).map_err(|e| self.fail(entry, "set mode", e))?;
+        }
         for (name, value) in &header.xattrs {
             match rfs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty()) {
                 Ok(()) => {}
@@ -836,14 +895,35 @@ impl LayerRun<'_> {
         tar: &mut TarReader<R>,
     ) -> Result<bool, LayerError> {
         self.check_bytes(header.size, entry)?;
-        let parent = self.parent_of(path, entry)?;
+        let key = names::join(path.parent_components());
+        let parent = self.parent_at(&key, path, entry)?;
         let name = path.file_name().unwrap_or(b".");
+        let owner = self
+            .owner(header.uid, header.gid, entry)?
+            .map(|(uid, gid)| (uid.as_raw(), gid.as_raw()));
+        let seen = self
+            .applier
+            .parents
+            .get(&key)
+            .map(|parent| &parent.new_files);
+        let seen_owner = seen.and_then(|seen| seen.owner);
+        let seen_mode = |mode| seen.is_some_and(|seen| seen.modes.contains(&mode));
+        let (seen_final_mode, seen_private_mode) = (seen_mode(header.mode), seen_mode(0o600));
+        // Created with its final mode only when nothing else is left to change: no set-id or
+        // sticky bits (which must follow the owner), and the owner it will get already the one
+        // wanted. Otherwise 0600 until owner and mode are set, as before.
+        let settled_owner = owner.is_none() || seen_owner == owner;
+        let create_mode = if (header.mode & !0o777) == 0 && settled_owner {
+            header.mode
+        } else {
+            0o600
+        };
         let fd = self.create(&parent, name, entry, "create file", |parent, name| {
             rfs::openat(
                 parent,
                 name,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                mode(0o600),
+                mode(create_mode),
             )
         })?;
         let mut file = File::from(fd);
@@ -864,7 +944,32 @@ impl LayerRun<'_> {
             tar.consume(n);
         }
         let fd = OwnedFd::from(file);
-        self.set_metadata(&fd, header, entry, header.mode)?;
+        // The owner and mode the file has now: looked at when not known for this directory (and
+        // this mode) yet, else as seen on an earlier file created here the same way.
+        let seen_create_mode = if create_mode == header.mode {
+            seen_final_mode
+        } else {
+            seen_private_mode
+        };
+        let (has_owner, has_mode) = match seen_owner {
+            Some(seen) if seen_create_mode => (seen, create_mode),
+            _ => {
+                let stat = rfs::fstat(&fd).map_err(|e| self.fail(entry, "inspect file", e))?;
+                let has = ((stat.st_uid, stat.st_gid), stat.st_mode & 0o7777);
+                if let Some(parent) = self.applier.parents.get_mut(&key) {
+                    parent.new_files.owner = Some(has.0);
+                    if has.1 == create_mode && !parent.new_files.modes.contains(&create_mode) {
+                        parent.new_files.modes.push(create_mode);
+                    }
+                }
+                has
+            }
+        };
+        let done = Done {
+            owner: owner.is_none_or(|owner| owner == has_owner),
+            mode: has_mode == header.mode,
+        };
+        self.set_metadata(&fd, header, entry, header.mode, done)?;
         let atime = header.atime.unwrap_or(header.mtime);
         rfs::futimens(&fd, &timestamps(header.mtime, atime))
             .map_err(|e| self.fail(entry, "set times", e))?;
@@ -904,7 +1009,11 @@ impl LayerRun<'_> {
         } else {
             header.mode | 0o700
         };
-        self.set_metadata(&fd, header, entry, bits)?;
+        self.set_metadata(&fd, header, entry, bits, Done::NOTHING)?;
+        // Its owner, mode and xattrs (a default ACL) decide what files created in it get.
+        if let Some(parent) = self.applier.parents.get_mut(&path.joined()) {
+            parent.new_files = NewFiles::default();
+        }
         self.applier.directories.insert(
             path.joined(),
             DirectoryMetadata {

@@ -153,3 +153,43 @@ fn devices_are_created_as_root() {
     assert_eq!(loop0.gid(), 6);
     assert_eq!(loop0.mtime(), MTIME as i64);
 }
+
+/// A file's owner and mode are what the layer says, whatever the kernel gives new files in its
+/// directory: in a set-gid directory of another group, new files get that group, which must
+/// not be mistaken for the layer's.
+#[test]
+fn files_in_a_setgid_directory_get_the_layers_owner_and_mode() {
+    require_root();
+    let sandbox = Sandbox::new();
+    let mut shared = Entry::new("shared/", b'5');
+    (shared.mode, shared.gid) = (0o2775, 50);
+    let mut tar = Tar::new().entry(shared);
+    let files = [
+        ("shared/a", 0, 0, 0o644),
+        ("shared/b", 0, 0, 0o644),
+        ("shared/c", 0, 0, 0o640),
+        ("shared/d", 0, 50, 0o664),
+        ("shared/e", 0, 50, 0o664),
+        ("shared/f", 0, 0, 0o755),
+        ("plain/g", 0, 0, 0o644),
+        ("plain/h", 0, 0, 0o644),
+        ("plain/i", 7, 8, 0o644),
+        ("plain/j", 0, 0, 0o4755),
+        ("plain/k", 0, 0, 0o644),
+    ];
+    for (name, uid, gid, mode) in files {
+        let mut file = Entry::new(name, b'0');
+        (file.uid, file.gid, file.mode) = (uid, gid, mode);
+        file.data = name.as_bytes().to_vec();
+        tar = tar.entry(file);
+    }
+    apply_with(&sandbox.root, preserve(), &[tar.bytes()]).expect("apply");
+    for (name, uid, gid, mode) in files {
+        let meta = fs::symlink_metadata(sandbox.path(name)).expect(name);
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (uid as u32, gid as u32, mode),
+            "{name}"
+        );
+    }
+}
