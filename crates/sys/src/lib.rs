@@ -15,6 +15,7 @@
 
 pub mod errno;
 pub mod linux;
+pub mod notify;
 pub mod process;
 pub mod recording;
 
