@@ -9,6 +9,7 @@
 //! overlayfs form (one directory per layer).
 
 mod applier;
+pub mod capture;
 pub mod chunks;
 mod error;
 mod names;
@@ -16,6 +17,10 @@ mod tarstream;
 mod tree;
 
 pub use applier::Applier;
+pub use capture::{
+    upper_changes, write_upper_layer, write_workspace_layer, CaptureError, CaptureOptions, Change,
+    ChangeKind, EntryKind, LayerSummary, Snapshot,
+};
 pub use error::LayerError;
 use types::Digest;
 
