@@ -1,0 +1,572 @@
+//! The tracer thread: receives notifications, reads what it records, answers CONTINUE, then
+//! records exec and exit events; watches the processes it saw exec through pidfds, so those
+//! killed by a signal (no `exit_group`) still get an exit event.
+//!
+//! What it guarantees (see the crate documentation for the whole contract):
+//!
+//! - each received notification is answered with CONTINUE before anything is recorded, also
+//!   when reading the process failed; a notification whose process died meanwhile is skipped;
+//! - a notification is answered only after everything recorded about it was read and checked
+//!   to still belong to the notifying process (`SECCOMP_IOCTL_NOTIF_ID_VALID`), so a recycled
+//!   pid never lends its data to an event;
+//! - pidfds are handled before notifications of the same wake-up, so a process that exited is
+//!   forgotten before a new process could reuse its pid;
+//! - the thread ends when the listener hangs up (every process that had the filter is gone and
+//!   reaped) or when [`TracerHandle::stop`] asks it to, after answering what is pending.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use events::{Event, Recorded, Recorder, Value};
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::{eventfd, EventfdFlags};
+use sys::notify::{Listener, Notification};
+use sys::Errno;
+
+use crate::procfs::Proc;
+use crate::remote::{self, Memory};
+use crate::{filter::Arch, REDACTED};
+
+/// What the tracer records of each exec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// argv is recorded as `[argv0, "<redacted>"]` (or `[argv0]` when it has one entry): for
+    /// sandboxes whose commands carry secrets on their command line.
+    pub redact_arguments: bool,
+    /// The most bytes of argv strings recorded per exec; the rest is cut and the event marked
+    /// truncated.
+    pub max_argument_bytes: usize,
+}
+
+impl Default for TraceOptions {
+    /// Arguments recorded, up to 16 KiB.
+    fn default() -> TraceOptions {
+        TraceOptions {
+            redact_arguments: false,
+            max_argument_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Why the tracer stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The listener hung up: no process has the filter any more.
+    HangUp,
+    /// [`TracerHandle::stop`] was called.
+    Requested,
+    /// Receiving or waiting failed with this errno; the listener was closed, so the remaining
+    /// processes' filtered syscalls fail with `ENOSYS` (fails closed).
+    Failed(Errno),
+}
+
+/// Totals of a tracer run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceStats {
+    /// Exec events recorded (attempts, including failed execs).
+    pub execs: u64,
+    /// Exit events recorded.
+    pub exits: u64,
+    /// Events the recorder dropped (its queue was full).
+    pub lost: u64,
+    /// Why the thread ended.
+    pub stopped_by: StopReason,
+}
+
+/// The running tracer thread.
+#[derive(Debug)]
+pub struct TracerHandle {
+    stop: OwnedFd,
+    thread: JoinHandle<TraceStats>,
+}
+
+impl TracerHandle {
+    /// Asks the thread to stop (it answers the notifications pending now and records the exits
+    /// it already saw) and waits for it. Processes still running keep the filter, whose
+    /// syscalls then fail with `ENOSYS`: stop explicitly only once the sandbox is gone.
+    pub fn stop(self) -> TraceStats {
+        // An eventfd write of 1 cannot block or fail short of a closed descriptor, which the
+        // handle owns; if it failed anyway the thread still ends at hang-up.
+        let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
+        self.wait()
+    }
+
+    /// Waits until the listener hangs up (every traced process is gone) and the thread ends.
+    pub fn wait(self) -> TraceStats {
+        match self.thread.join() {
+            Ok(stats) => stats,
+            // The thread does not panic; were it to, what it recorded is in the spool and the
+            // listener was closed (failing closed).
+            Err(_) => TraceStats {
+                execs: 0,
+                exits: 0,
+                lost: 0,
+                stopped_by: StopReason::Failed(Errno::IO),
+            },
+        }
+    }
+
+    /// Whether the thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+}
+
+/// Starts the tracer on a thread named `exec-tracer`, answering the notifications of
+/// `listener` and recording into `recorder`.
+pub fn spawn(
+    listener: OwnedFd,
+    recorder: Recorder,
+    options: TraceOptions,
+) -> io::Result<TracerHandle> {
+    let arch = Arch::native().ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+    let listener = Listener::new(listener)?;
+    let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+    let stop_for_thread = stop.try_clone()?;
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    epoll::add(
+        &epoll,
+        listener.as_fd(),
+        EventData::new_u64(LISTENER),
+        EventFlags::IN,
+    )?;
+    epoll::add(
+        &epoll,
+        &stop_for_thread,
+        EventData::new_u64(STOP),
+        EventFlags::IN,
+    )?;
+    let tracer = Tracer {
+        arch,
+        listener,
+        recorder,
+        options,
+        epoll,
+        _stop: stop_for_thread,
+        proc: Proc::open()?,
+        pointers: Memory::new(),
+        strings: Memory::new(),
+        processes: HashMap::new(),
+        execs: 0,
+        exits: 0,
+        lost: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name("exec-tracer".to_owned())
+        .spawn(move || tracer.run())?;
+    Ok(TracerHandle { stop, thread })
+}
+
+/// epoll data of the listener and the stop eventfd; a pidfd's is its process's pid + `PIDFD`.
+const LISTENER: u64 = 0;
+const STOP: u64 = 1;
+const PIDFD: u64 = 2;
+
+/// A process that exec'd and has not been seen to exit.
+struct Traced {
+    sandbox_pid: u32,
+    pidfd: OwnedFd,
+    /// Its last exec.
+    exec_at: Instant,
+}
+
+struct Tracer {
+    arch: Arch,
+    listener: Listener,
+    recorder: Recorder,
+    options: TraceOptions,
+    epoll: OwnedFd,
+    _stop: OwnedFd,
+    proc: Proc,
+    pointers: Memory,
+    strings: Memory,
+    /// By pid in the tracer's pid namespace.
+    processes: HashMap<u32, Traced>,
+    execs: u64,
+    exits: u64,
+    lost: u64,
+}
+
+/// An exec as read, before it is recorded.
+struct Exec {
+    /// The process's pid in the tracer's namespace.
+    tgid: u32,
+    /// The process's pid in its own namespace.
+    pid: u32,
+    /// Opened when the process is not in the table yet.
+    pidfd: Option<OwnedFd>,
+    record: ExecRecord,
+}
+
+/// What an exec event says.
+struct ExecRecord {
+    pid: u32,
+    parent_pid: u32,
+    path: Option<String>,
+    arguments: remote::Arguments,
+    working_directory: Option<String>,
+    execveat: bool,
+    incomplete: bool,
+}
+
+impl Tracer {
+    fn run(mut self) -> TraceStats {
+        let stopped_by = self.serve();
+        if stopped_by == StopReason::HangUp {
+            // No process has the filter any more: every one still listed is gone (reaped).
+            let pids: Vec<u32> = self.processes.keys().copied().collect();
+            for pid in pids {
+                self.process_exited(pid);
+            }
+        }
+        TraceStats {
+            execs: self.execs,
+            exits: self.exits,
+            lost: self.lost,
+            stopped_by,
+        }
+    }
+
+    fn serve(&mut self) -> StopReason {
+        let empty = epoll::Event {
+            flags: EventFlags::empty(),
+            data: EventData::new_u64(0),
+        };
+        let mut ready = [empty; 64];
+        let mut stopping = false;
+        // Once stopping, at most this many more wake-ups are served.
+        let mut drain = 1024u32;
+        loop {
+            if stopping {
+                drain = drain.saturating_sub(1);
+                if drain == 0 {
+                    return StopReason::Requested;
+                }
+            }
+            // Once stopping, only look at what is ready now.
+            let timeout = stopping.then_some(rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            });
+            let count = match epoll::wait(&self.epoll, &mut ready[..], timeout.as_ref()) {
+                Ok(count) => count,
+                Err(Errno::INTR) => continue,
+                Err(errno) => return StopReason::Failed(errno),
+            };
+            if count == 0 && stopping {
+                return StopReason::Requested;
+            }
+            let mut listener = None;
+            // Exits first: a pid is forgotten before a notification could come from its reuse.
+            for event in &ready[..count] {
+                match event.data.u64() {
+                    LISTENER => listener = Some(event.flags),
+                    STOP => stopping = true,
+                    key => {
+                        if let Ok(pid) = u32::try_from(key - PIDFD) {
+                            self.process_exited(pid);
+                        }
+                    }
+                }
+            }
+            if let Some(flags) = listener {
+                if flags.contains(EventFlags::IN) {
+                    match self.listener.receive() {
+                        Ok(notification) => self.handle(&notification),
+                        // The notifying process died before it was received.
+                        Err(Errno::NOENT) => {}
+                        Err(errno) => return StopReason::Failed(errno),
+                    }
+                } else if flags.intersects(EventFlags::HUP | EventFlags::ERR) {
+                    return StopReason::HangUp;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, notification: &Notification) {
+        let nr = notification.nr;
+        if notification.arch != self.arch.audit_value() {
+            self.answer(notification.id);
+        } else if nr == self.arch.execve() || nr == self.arch.execveat() {
+            self.exec(notification, nr == self.arch.execveat());
+        } else if nr == self.arch.exit_group() {
+            self.exit_group(notification);
+        } else {
+            self.answer(notification.id);
+        }
+    }
+
+    /// Lets the syscall run. Fails only when the process died meanwhile (`ENOENT`), which
+    /// leaves nothing to do.
+    fn answer(&mut self, id: u64) -> bool {
+        self.listener.continue_syscall(id).is_ok()
+    }
+
+    fn record(&mut self, event: Event) {
+        if self.recorder.record(event) == Recorded::Dropped {
+            self.lost += 1;
+        }
+    }
+
+    fn exec(&mut self, notification: &Notification, execveat: bool) {
+        let started = Instant::now();
+        let exec = self.read_exec(notification, execveat);
+        // Everything was read by pid (and the pidfd opened by pid): it belongs to the notifying
+        // process only if the notification is still pending now.
+        let valid = self.listener.is_pending(notification.id);
+        self.answer(notification.id);
+        let Some(exec) = exec.filter(|_| valid) else {
+            return;
+        };
+        match (self.processes.get_mut(&exec.tgid), exec.pidfd) {
+            (Some(traced), _) => traced.exec_at = started,
+            (None, Some(pidfd)) => {
+                let watched = epoll::add(
+                    &self.epoll,
+                    &pidfd,
+                    EventData::new_u64(u64::from(exec.tgid) + PIDFD),
+                    EventFlags::IN,
+                );
+                if watched.is_ok() {
+                    self.processes.insert(
+                        exec.tgid,
+                        Traced {
+                            sandbox_pid: exec.pid,
+                            pidfd,
+                            exec_at: started,
+                        },
+                    );
+                }
+            }
+            (None, None) => {}
+        }
+        self.execs += 1;
+        let event = exec_event(exec.record, &self.options);
+        self.record(event);
+    }
+
+    /// Reads an exec's process, path, argv and working directory, and opens a pidfd for a
+    /// process not seen before; `None` if the process is gone.
+    fn read_exec(&mut self, notification: &Notification, execveat: bool) -> Option<Exec> {
+        let tid = notification.pid;
+        let status = self.proc.status(tid).ok()?;
+        let pidfd = if self.processes.contains_key(&status.tgid) {
+            None
+        } else {
+            sys::notify::pidfd_open(status.tgid).ok()
+        };
+        let parent_pid = self.sandbox_parent(status.parent, status.levels);
+        let arguments = &notification.arguments;
+        let (path_address, argv_address) = if execveat {
+            (arguments[1], arguments[2])
+        } else {
+            (arguments[0], arguments[1])
+        };
+        let mut incomplete = false;
+        self.pointers.attach(tid);
+        self.strings.attach(tid);
+        let path = match self.strings.string(path_address, PATH_LIMIT) {
+            Ok((bytes, _)) => Some(bytes),
+            Err((_, _)) => {
+                incomplete = true;
+                None
+            }
+        };
+        let arguments = remote::arguments(
+            &mut self.pointers,
+            &mut self.strings,
+            argv_address,
+            self.options.max_argument_bytes,
+            self.options.redact_arguments,
+        );
+        let path = path.map(|path| {
+            let path = if execveat {
+                self.execveat_path(tid, notification, path)
+            } else {
+                path
+            };
+            String::from_utf8_lossy(&path).into_owned()
+        });
+        let working_directory = self
+            .proc
+            .link_in_sandbox(tid, "cwd")
+            .ok()
+            .map(|cwd| String::from_utf8_lossy(&cwd).into_owned());
+        Some(Exec {
+            tgid: status.tgid,
+            pid: status.sandbox_pid,
+            pidfd,
+            record: ExecRecord {
+                pid: status.sandbox_pid,
+                parent_pid,
+                path,
+                arguments,
+                working_directory,
+                execveat,
+                incomplete,
+            },
+        })
+    }
+
+    /// `execveat`'s path resolved against its directory descriptor: the descriptor's path (as
+    /// the process sees it) joined with a relative path, or alone with `AT_EMPTY_PATH` and an
+    /// empty path. An absolute path, `AT_FDCWD` or an unreadable descriptor leave it as given.
+    fn execveat_path(&mut self, tid: u32, notification: &Notification, path: Vec<u8>) -> Vec<u8> {
+        const AT_FDCWD: i32 = -100;
+        const AT_EMPTY_PATH: u64 = 0x1000;
+        let dirfd = i32::from_ne_bytes(
+            u32::try_from(notification.arguments[0] & 0xffff_ffff)
+                .unwrap_or(0)
+                .to_ne_bytes(),
+        );
+        let empty = path.is_empty() && notification.arguments[4] & AT_EMPTY_PATH != 0;
+        if dirfd == AT_FDCWD || path.first() == Some(&b'/') || (path.is_empty() && !empty) {
+            return path;
+        }
+        let Ok(directory) = self.proc.link_in_sandbox(tid, &format!("fd/{dirfd}")) else {
+            return path;
+        };
+        if empty {
+            return directory;
+        }
+        let mut joined = directory;
+        if joined.last() != Some(&b'/') {
+            joined.push(b'/');
+        }
+        joined.extend_from_slice(&path);
+        joined
+    }
+
+    /// The parent's pid as the sandbox sees it: from the table when it exec'd, else from its
+    /// status; 0 when it lives outside the child's innermost pid namespace.
+    fn sandbox_parent(&mut self, parent: u32, child_levels: usize) -> u32 {
+        if parent == 0 {
+            return 0;
+        }
+        if let Some(traced) = self.processes.get(&parent) {
+            return traced.sandbox_pid;
+        }
+        match self.proc.status(parent) {
+            Ok(status) if status.levels == child_levels => status.sandbox_pid,
+            _ => 0,
+        }
+    }
+
+    fn exit_group(&mut self, notification: &Notification) {
+        let tid = notification.pid;
+        // The low 8 bits are what the parent's wait reports.
+        let code = i64::try_from(notification.arguments[0] & 0xff).unwrap_or(0);
+        let (pid, traced) = if let Some(traced) = self.forget(tid) {
+            // A traced process's pid cannot have been recycled: its exit would have been seen
+            // on its pidfd first.
+            self.answer(notification.id);
+            (traced.sandbox_pid, Some(traced))
+        } else {
+            // A thread other than the leader, or a process that never exec'd.
+            let status = self.proc.status(tid).ok();
+            let valid = self.listener.is_pending(notification.id);
+            self.answer(notification.id);
+            let Some(status) = status.filter(|_| valid) else {
+                return;
+            };
+            (status.sandbox_pid, self.forget(status.tgid))
+        };
+        let mut event = Event::new(events::PROCESS_EXIT)
+            .with(crate::ATTR_PROCESS_PID, i64::from(pid))
+            .with(crate::ATTR_PROCESS_EXIT_CODE, code);
+        if let Some(traced) = traced {
+            event = event.with(
+                crate::ATTR_PROCESS_DURATION_MS,
+                milliseconds(traced.exec_at),
+            );
+        }
+        self.exits += 1;
+        self.record(event);
+    }
+
+    /// Stops watching process `pid` and returns what was known of it.
+    fn forget(&mut self, pid: u32) -> Option<Traced> {
+        let traced = self.processes.remove(&pid)?;
+        let _ = epoll::delete(&self.epoll, &traced.pidfd);
+        Some(traced)
+    }
+
+    /// The pidfd of `pid` became readable: it ended without `exit_group` (a signal, or its
+    /// last thread's `exit`). Its wait status comes from `/proc/PID/stat` while it is a zombie
+    /// (checked through the pidfd after reading, so the pid was not yet recycled), else from
+    /// the pidfd itself on kernels that keep it (6.15+), else it is recorded without one.
+    fn process_exited(&mut self, pid: u32) {
+        let Some(traced) = self.forget(pid) else {
+            return;
+        };
+        let pidfd: BorrowedFd<'_> = traced.pidfd.as_fd();
+        let from_proc = self
+            .proc
+            .exit_status(pid)
+            .ok()
+            .filter(|_| sys::notify::pidfd_is_unreaped(pidfd) == Ok(true));
+        let status = from_proc.or_else(|| sys::notify::pidfd_exit_status(pidfd).ok().flatten());
+        let mut event = Event::new(events::PROCESS_EXIT)
+            .with(crate::ATTR_PROCESS_PID, i64::from(traced.sandbox_pid))
+            .with(
+                crate::ATTR_PROCESS_DURATION_MS,
+                milliseconds(traced.exec_at),
+            );
+        if let Some(status) = status {
+            let signal = status & 0x7f;
+            if signal != 0 && signal != 0x7f {
+                event = event.with(crate::ATTR_PROCESS_EXIT_SIGNAL, i64::from(signal));
+            } else if signal == 0 {
+                event = event.with(
+                    crate::ATTR_PROCESS_EXIT_CODE,
+                    i64::from((status >> 8) & 0xff),
+                );
+            }
+        }
+        self.exits += 1;
+        self.record(event);
+    }
+}
+
+/// The longest executable path read (`PATH_MAX`).
+const PATH_LIMIT: usize = 4096;
+
+/// Milliseconds since `since`, rounded to the microsecond.
+fn milliseconds(since: Instant) -> f64 {
+    // Exact below 2^53 microseconds (285 years).
+    since.elapsed().as_micros() as f64 / 1000.0
+}
+
+fn exec_event(exec: ExecRecord, options: &TraceOptions) -> Event {
+    let mut event = Event::new(events::PROCESS_EXEC)
+        .with(crate::ATTR_PROCESS_PID, i64::from(exec.pid))
+        .with(crate::ATTR_PROCESS_PARENT_PID, i64::from(exec.parent_pid));
+    if let Some(path) = exec.path {
+        event = event.with(crate::ATTR_PROCESS_EXECUTABLE_PATH, path);
+    }
+    let mut arguments = exec.arguments;
+    if options.redact_arguments && arguments.more {
+        arguments.values.push(REDACTED.to_owned());
+    }
+    event = event.with(
+        crate::ATTR_PROCESS_COMMAND_ARGS,
+        Value::StringArray(arguments.values),
+    );
+    if let Some(cwd) = exec.working_directory {
+        event = event.with(crate::ATTR_PROCESS_WORKING_DIRECTORY, cwd);
+    }
+    if arguments.truncated {
+        event = event.with(crate::ATTR_COMMAND_ARGS_TRUNCATED, true);
+    }
+    if exec.incomplete || arguments.incomplete {
+        event = event.with(crate::ATTR_INCOMPLETE, true);
+    }
+    if exec.execveat {
+        event = event.with(crate::ATTR_SYSCALL, "execveat");
+    }
+    event
+}
