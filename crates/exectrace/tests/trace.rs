@@ -1,0 +1,362 @@
+//! The tracer against real processes: a child (`exectrace-run --child`) sets no_new_privs,
+//! installs the notify filter, sends the listener over a unix socket and execs a shell; the
+//! tracer records its execs and exits. The rootless variants run everything (tracer included,
+//! through `exectrace-run`) as uid/gid 65534 when the tests run as root, and as the calling user
+//! otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use events::{Event, Value};
+use exectrace::{StopReason, TraceOptions, TraceStats};
+
+const RUN: &str = env!("CARGO_BIN_EXE_exectrace-run");
+
+/// The shell the behaviour tests trace: a builtin, a program with arguments, `id`, a process
+/// that kills itself with SIGKILL, an exec that fails, and an exit code.
+const SCRIPT: &str =
+    "true; /bin/echo a b; /usr/bin/id -u; /bin/sh -c 'kill -9 $$'; /nonexistent/program 2>/dev/null; exit 3";
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A scratch directory everyone may use (the rootless runs write into it as 65534).
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// The events of the spool in `dir`.
+fn spool_events(dir: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(dir.join(events::SPOOL_FILE)).unwrap();
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn int(event: &Event, key: &str) -> Option<i64> {
+    match event.attributes.get(key) {
+        Some(Value::Int(value)) => Some(*value),
+        _ => None,
+    }
+}
+
+fn text<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
+    match event.attributes.get(key) {
+        Some(Value::String(value)) => Some(value),
+        _ => None,
+    }
+}
+
+fn args(event: &Event) -> Vec<&str> {
+    match event.attributes.get(exectrace::ATTR_PROCESS_COMMAND_ARGS) {
+        Some(Value::StringArray(values)) => values.iter().map(String::as_str).collect(),
+        other => panic!("no command args: {other:?}"),
+    }
+}
+
+fn execs(events: &[Event]) -> Vec<&Event> {
+    events
+        .iter()
+        .filter(|e| e.name == events::PROCESS_EXEC)
+        .collect()
+}
+
+/// The one exit event of `pid`.
+fn exit_of(events: &[Event], pid: i64) -> &Event {
+    let exits: Vec<_> = events
+        .iter()
+        .filter(|e| e.name == events::PROCESS_EXIT)
+        .filter(|e| int(e, exectrace::ATTR_PROCESS_PID) == Some(pid))
+        .collect();
+    assert_eq!(exits.len(), 1, "exits of {pid}: {exits:#?}");
+    exits[0]
+}
+
+/// The one exec event whose argv is `argv`.
+fn exec_with<'a>(events: &'a [Event], argv: &[&str]) -> &'a Event {
+    let found: Vec<_> = execs(events)
+        .into_iter()
+        .filter(|e| args(e) == argv)
+        .collect();
+    assert_eq!(found.len(), 1, "execs of {argv:?} in {events:#?}");
+    found[0]
+}
+
+/// Whether the kernel keeps a reaped process's exit status for its pidfd (6.15+); without it
+/// a process killed by a signal and reaped at once by its parent may be recorded without one.
+fn kernel_keeps_exit_status() -> bool {
+    let mut child = Command::new("/bin/true").spawn().unwrap();
+    let pidfd = sys::notify::pidfd_open(child.id()).unwrap();
+    child.wait().unwrap();
+    matches!(sys::notify::pidfd_exit_status(pidfd.as_fd()), Ok(Some(_)))
+}
+
+/// Runs `command` in a traced child (in `dir`, spool in `dir/events`) with the tracer in this
+/// process; returns the tracer's totals, the spool's loss count and the child's output.
+fn trace_here(
+    dir: &Path,
+    options: TraceOptions,
+    command: &[&str],
+) -> (TraceStats, u64, Output, u32) {
+    let socket_path = dir.join("trace.sock");
+    let socket = UnixListener::bind(&socket_path).unwrap();
+    let child = Command::new(RUN)
+        .arg("--child")
+        .arg(&socket_path)
+        .arg("--")
+        .args(command)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (stream, _) = socket.accept().unwrap();
+    let mut descriptors = Vec::new();
+    sys::process::receive_descriptors(stream.as_fd(), &mut descriptors).unwrap();
+    let listener = descriptors.pop().expect("the child sent its listener");
+    let spool = events::Spool::open(&dir.join("events"), events::SpoolOptions::default()).unwrap();
+    let tracer = exectrace::spawn(listener, spool.recorder("exec-tracer"), options).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stats = tracer.wait();
+    let spool_stats = spool.close().unwrap();
+    (stats, spool_stats.lost, output, pid)
+}
+
+/// Runs `exectrace-run --events dir/events -- command` in `dir`, as 65534 when root.
+fn trace_with_binary(dir: &Path, command: &[&str]) -> (Output, String) {
+    let mut cmd = if is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            RUN,
+        ]);
+        cmd
+    } else {
+        Command::new(RUN)
+    };
+    let output = cmd
+        .arg("--events")
+        .arg(dir.join("events"))
+        .arg("--")
+        .args(command)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stats = stderr
+        .lines()
+        .find(|line| line.starts_with("{\"execs\""))
+        .unwrap_or_else(|| panic!("no totals in stderr: {stderr}"))
+        .to_owned();
+    (output, stats)
+}
+
+/// What every run of [`SCRIPT`] must have recorded; returns the shell's pid.
+fn check_shell_events(events: &[Event], working_directory: &Path) -> i64 {
+    let shell = exec_with(events, &["/bin/sh", "-c", SCRIPT]);
+    assert_eq!(
+        text(shell, exectrace::ATTR_PROCESS_EXECUTABLE_PATH),
+        Some("/bin/sh")
+    );
+    assert_eq!(
+        text(shell, exectrace::ATTR_PROCESS_WORKING_DIRECTORY),
+        working_directory.to_str()
+    );
+    let shell_pid = int(shell, exectrace::ATTR_PROCESS_PID).unwrap();
+
+    let echo = exec_with(events, &["/bin/echo", "a", "b"]);
+    assert_eq!(
+        text(echo, exectrace::ATTR_PROCESS_EXECUTABLE_PATH),
+        Some("/bin/echo")
+    );
+    assert_eq!(
+        int(echo, exectrace::ATTR_PROCESS_PARENT_PID),
+        Some(shell_pid)
+    );
+    let echo_pid = int(echo, exectrace::ATTR_PROCESS_PID).unwrap();
+    assert_ne!(echo_pid, shell_pid);
+    let echo_exit = exit_of(events, echo_pid);
+    assert_eq!(int(echo_exit, exectrace::ATTR_PROCESS_EXIT_CODE), Some(0));
+    assert!(matches!(
+        echo_exit.attributes.get(exectrace::ATTR_PROCESS_DURATION_MS),
+        Some(Value::Double(ms)) if *ms >= 0.0
+    ));
+
+    let killed = exec_with(events, &["/bin/sh", "-c", "kill -9 $$"]);
+    let killed_exit = exit_of(events, int(killed, exectrace::ATTR_PROCESS_PID).unwrap());
+    assert_eq!(
+        int(killed_exit, exectrace::ATTR_PROCESS_EXIT_CODE),
+        None,
+        "{killed_exit:?}"
+    );
+    if kernel_keeps_exit_status() {
+        assert_eq!(
+            int(killed_exit, exectrace::ATTR_PROCESS_EXIT_SIGNAL),
+            Some(9),
+            "{killed_exit:?}"
+        );
+    }
+
+    // A failing exec is still an attempt; its process then exits 127.
+    let missing = exec_with(events, &["/nonexistent/program"]);
+    assert_eq!(
+        text(missing, exectrace::ATTR_PROCESS_EXECUTABLE_PATH),
+        Some("/nonexistent/program")
+    );
+    let missing_exit = exit_of(events, int(missing, exectrace::ATTR_PROCESS_PID).unwrap());
+    assert_eq!(
+        int(missing_exit, exectrace::ATTR_PROCESS_EXIT_CODE),
+        Some(127)
+    );
+
+    let shell_exit = exit_of(events, shell_pid);
+    assert_eq!(int(shell_exit, exectrace::ATTR_PROCESS_EXIT_CODE), Some(3));
+    assert!(events.iter().all(|e| e.name != events::SENSOR_LOSS));
+    shell_pid
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap()
+}
+
+#[test]
+fn records_execs_and_exits_of_a_shell() {
+    let dir = scratch();
+    let (stats, spool_lost, output, child_pid) = trace_here(
+        dir.path(),
+        TraceOptions::default(),
+        &["/bin/sh", "-c", SCRIPT],
+    );
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let events = spool_events(&dir.path().join("events"));
+    let shell_pid = check_shell_events(&events, &canonical(dir.path()));
+    // The child execs the shell itself: same pid, and this process is its parent.
+    assert_eq!(shell_pid, i64::from(child_pid));
+    let shell = exec_with(&events, &["/bin/sh", "-c", SCRIPT]);
+    assert_eq!(
+        int(shell, exectrace::ATTR_PROCESS_PARENT_PID),
+        Some(i64::from(std::process::id()))
+    );
+    assert_eq!(stats.stopped_by, StopReason::HangUp);
+    assert_eq!((stats.lost, spool_lost), (0, 0));
+    assert_eq!(stats.execs, execs(&events).len() as u64);
+    assert_eq!(stats.exits, 5, "{events:#?}"); // sh, echo, id, the killed sh, the failed exec
+}
+
+#[test]
+fn records_execs_and_exits_of_a_shell_rootless() {
+    let dir = scratch();
+    let (output, stats) = trace_with_binary(dir.path(), &["/bin/sh", "-c", SCRIPT]);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if is_root() {
+        assert!(stdout.contains("\n65534\n"), "{stdout}");
+    }
+    assert!(stats.contains("\"lost\":0,\"spool_lost\":0"), "{stats}");
+    assert!(stats.contains("\"stopped_by\":\"HangUp\""), "{stats}");
+    let events = spool_events(&dir.path().join("events"));
+    check_shell_events(&events, &canonical(dir.path()));
+}
+
+/// `/bin/true` 2,000 times from a shell loop.
+const STORM: &str = "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done";
+
+fn check_storm(events: &[Event]) {
+    let trues: Vec<_> = execs(events)
+        .into_iter()
+        .filter(|e| text(e, exectrace::ATTR_PROCESS_EXECUTABLE_PATH) == Some("/bin/true"))
+        .collect();
+    assert_eq!(trues.len(), 2000);
+    for exec in trues {
+        let exit = exit_of(events, int(exec, exectrace::ATTR_PROCESS_PID).unwrap());
+        assert_eq!(int(exit, exectrace::ATTR_PROCESS_EXIT_CODE), Some(0));
+    }
+    assert!(events.iter().all(|e| e.name != events::SENSOR_LOSS));
+}
+
+#[test]
+fn a_storm_of_2000_execs_is_recorded_without_loss() {
+    let dir = scratch();
+    let (stats, spool_lost, output, _) = trace_here(
+        dir.path(),
+        TraceOptions::default(),
+        &["/bin/sh", "-c", STORM],
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!((stats.lost, spool_lost), (0, 0));
+    assert_eq!(stats.execs, 2001); // the shell and 2,000 /bin/true
+    assert_eq!(stats.exits, 2001);
+    check_storm(&spool_events(&dir.path().join("events")));
+}
+
+#[test]
+fn a_storm_of_2000_execs_is_recorded_without_loss_rootless() {
+    let dir = scratch();
+    let (output, stats) = trace_with_binary(dir.path(), &["/bin/sh", "-c", STORM]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stats.starts_with("{\"execs\":2001,\"exits\":2001,\"lost\":0,\"spool_lost\":0,"),
+        "{stats}"
+    );
+    check_storm(&spool_events(&dir.path().join("events")));
+}
+
+#[test]
+fn arguments_are_redacted_or_truncated_on_request() {
+    let dir = scratch();
+    let redact = TraceOptions {
+        redact_arguments: true,
+        ..TraceOptions::default()
+    };
+    trace_here(dir.path(), redact, &["/bin/echo", "token=secret", "more"]);
+    let events = spool_events(&dir.path().join("events"));
+    let echo = execs(&events)[0];
+    assert_eq!(args(echo), ["/bin/echo", exectrace::REDACTED]);
+    assert!(!format!("{events:?}").contains("secret"));
+
+    let dir = scratch();
+    let short = TraceOptions {
+        redact_arguments: false,
+        max_argument_bytes: 12,
+    };
+    trace_here(dir.path(), short, &["/bin/echo", "abcdefgh", "ijkl"]);
+    let events = spool_events(&dir.path().join("events"));
+    let echo = execs(&events)[0];
+    assert_eq!(args(echo), ["/bin/echo", "abc"]);
+    assert_eq!(
+        echo.attributes.get(exectrace::ATTR_COMMAND_ARGS_TRUNCATED),
+        Some(&Value::Bool(true))
+    );
+}
+
+#[test]
+fn execveat_records_the_path_of_its_descriptor() {
+    let dir = scratch();
+    // glibc's fexecve is execveat(fd, "", argv, envp, AT_EMPTY_PATH).
+    let program =
+        "import os; fd = os.open('/usr/bin/true', os.O_RDONLY); os.execve(fd, ['true', 'x'], {})";
+    let (_, _, output, _) = trace_here(
+        dir.path(),
+        TraceOptions::default(),
+        &["/usr/bin/python3", "-c", program],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let events = spool_events(&dir.path().join("events"));
+    let exec = exec_with(&events, &["true", "x"]);
+    assert_eq!(text(exec, exectrace::ATTR_SYSCALL), Some("execveat"));
+    assert_eq!(
+        text(exec, exectrace::ATTR_PROCESS_EXECUTABLE_PATH),
+        Some("/usr/bin/true")
+    );
+}
