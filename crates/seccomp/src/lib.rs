@@ -54,11 +54,13 @@ pub enum SeccompError {
         /// `std::env::consts::ARCH` of the host.
         arch: &'static str,
     },
-    /// One syscall's rules need a jump longer than classic BPF allows.
-    #[error("seccomp rules for syscall {syscall} are too long for one BPF block")]
-    RulesTooLong {
-        /// The syscall whose rules overflowed.
-        syscall: String,
+    /// The program needs a jump longer than classic BPF's 8-bit offsets allow.
+    #[error(
+        "seccomp program has {instructions} instructions, too many for classic BPF's short jumps"
+    )]
+    JumpTooLong {
+        /// The program's length.
+        instructions: usize,
     },
     /// The whole program exceeds the kernel's limit.
     #[error("seccomp program has {instructions} instructions, more than the kernel's 4096")]
@@ -233,7 +235,7 @@ impl Filter {
     /// # Errors
     ///
     /// [`SeccompError::UnsupportedArchitecture`] on a host hardbox has no filter for, and
-    /// [`SeccompError::ProgramTooLarge`] or [`SeccompError::RulesTooLong`] if the rules outgrow
+    /// [`SeccompError::ProgramTooLarge`] or [`SeccompError::JumpTooLong`] if the rules outgrow
     /// what classic BPF can express.
     pub fn compile(&self) -> Result<Program, SeccompError> {
         let arch = self.arch.ok_or(SeccompError::UnsupportedArchitecture {
