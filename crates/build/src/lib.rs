@@ -22,6 +22,7 @@ pub mod harden;
 pub mod image;
 pub mod native;
 pub mod pipeline;
+pub mod save;
 pub mod spec;
 pub mod tree;
 
