@@ -691,7 +691,7 @@ mod tests {
         let cases = argument_cases(AGENT_RULES, true);
         for arch in [Arch::X86_64, Arch::Aarch64] {
             let (linear, search) = check_equivalent(arch, AGENT_RULES, &cases);
-            // 226 and 206 instructions before, 93 and 87 now.
+            // 226 and 193 instructions before, 93 and 87 now.
             assert!(
                 2 * search < linear,
                 "{arch}: {search} instructions, linear {linear}"
