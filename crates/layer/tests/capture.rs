@@ -766,3 +766,114 @@ fn workspace_guest_path_must_be_absolute() {
         ));
     }
 }
+
+const ROOTLESS_DIR: &str = "HARDBOX_TEST_ROOTLESS_CAPTURE_DIR";
+
+/// Rootless sandboxes: an overlay mounted with `userxattr` by an unprivileged user in a user
+/// namespace of its own, changed through the merged view, then captured by that user (65534,
+/// outside the namespace, as the CLI runs) in [`rootless_capture_child`]. The layers it wrote
+/// replay to what the sandbox saw, every file owned by root.
+#[test]
+fn rootless_overlay_is_captured_by_the_unprivileged_user() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    std::os::unix::fs::chown(base, Some(65534), Some(65534)).unwrap();
+    let script = r#"set -e
+mkdir -p lower/etc lower/opt/old/b upper work merged
+echo keep > lower/etc/keep
+echo old > lower/etc/modify
+echo bye > lower/etc/delete
+echo a > lower/opt/old/a
+echo c > lower/opt/old/b/c
+mount -t overlay overlay -o "lowerdir=$PWD/lower,upperdir=$PWD/upper,workdir=$PWD/work,userxattr" merged
+echo new > merged/etc/new
+echo changed > merged/etc/modify
+rm merged/etc/delete
+rm -r merged/opt/old
+mkdir merged/opt/old
+echo fresh > merged/opt/old/fresh
+ln -s keep merged/etc/alias
+umount merged
+"#;
+    let as_nobody = |program: &str| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program)
+            .current_dir(base);
+        command
+    };
+    run(as_nobody("unshare").args(["--user", "--map-root-user", "--mount", "sh", "-c", script]));
+    run(
+        as_nobody(std::env::current_exe().unwrap().to_str().unwrap())
+            .args(["--exact", "rootless_capture_child", "--include-ignored"])
+            .env(ROOTLESS_DIR, base),
+    );
+
+    let replay = base.join("replay");
+    fs::create_dir(&replay).unwrap();
+    let lower_tar = fs::read(base.join("lower.tar")).unwrap();
+    let upper_tar = fs::read(base.join("upper.tar")).unwrap();
+    apply_layers(&replay, &[&lower_tar, &upper_tar]);
+    let read = |path: &str| fs::read_to_string(replay.join(path)).unwrap();
+    assert_eq!(read("etc/keep"), "keep\n");
+    assert_eq!(read("etc/new"), "new\n");
+    assert_eq!(read("etc/modify"), "changed\n");
+    assert_eq!(
+        fs::read_link(replay.join("etc/alias")).unwrap(),
+        Path::new("keep")
+    );
+    assert!(fs::symlink_metadata(replay.join("etc/delete")).is_err());
+    assert_eq!(common::list(&replay.join("opt/old")), ["fresh"]);
+    for path in ["etc", "etc/new", "etc/modify", "opt/old/fresh"] {
+        let meta = fs::symlink_metadata(replay.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path}");
+    }
+}
+
+/// Run by [`rootless_overlay_is_captured_by_the_unprivileged_user`] as 65534.
+#[test]
+#[ignore = "run as an unprivileged user by rootless_overlay_is_captured_by_the_unprivileged_user"]
+fn rootless_capture_child() {
+    let base = PathBuf::from(std::env::var_os(ROOTLESS_DIR).expect(ROOTLESS_DIR));
+    assert_ne!(rustix::process::geteuid().as_raw(), 0);
+    let (upper, lower) = (base.join("upper"), base.join("lower"));
+    use ChangeKind::{Added, Changed, Deleted};
+    use EntryKind::{Directory, File, Symlink};
+    assert_eq!(
+        upper_changes(&upper, Some(&lower)).unwrap(),
+        [
+            change("/etc/alias", Added, Symlink),
+            change("/etc/delete", Deleted, File),
+            change("/etc/modify", Changed, File),
+            change("/etc/new", Added, File),
+            change("/opt/old", Changed, Directory),
+            change("/opt/old/a", Deleted, File),
+            change("/opt/old/b", Deleted, Directory),
+            change("/opt/old/fresh", Added, File),
+        ]
+    );
+    let me = rustix::process::geteuid().as_raw();
+    let options = CaptureOptions {
+        owners: Owners::Caller { uid: me, gid: me },
+        ..CaptureOptions::for_current_user()
+    };
+    assert_eq!(options.overlay_xattrs, OverlayXattrs::User);
+    for (name, upper, lower) in [
+        ("lower.tar", &lower, None),
+        ("upper.tar", &upper, Some(lower.as_path())),
+    ] {
+        let file = fs::File::create(base.join(name)).unwrap();
+        write_upper_layer(upper, lower, file, &options).unwrap();
+    }
+    let names: Vec<String> = tar_entries(&fs::read(base.join("upper.tar")).unwrap())
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(
+        names.contains(&"opt/old/.wh..wh..opq".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"etc/.wh.delete".to_owned()), "{names:?}");
+}
