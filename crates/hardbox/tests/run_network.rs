@@ -5,7 +5,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// A one-page HTTP server on 127.0.0.2 (outside the sandbox's NO_PROXY list), answering every
 /// request with `hello from the host`.
@@ -217,4 +219,209 @@ c, _ = s.accept(); c.recv(100); c.sendall(b"hello from the sandbox"); c.close()
         "{}",
         text(&refused.stderr)
     );
+}
+
+/// An HTTPS server on 127.0.0.2 for `names`, with a certificate of a CA made here (standing for
+/// a corporate or private CA the host does not trust). Returns its port, the CA's PEM and the
+/// `x-api-key` values it received.
+fn https_server(names: &[&str]) -> (u16, String, Arc<Mutex<Vec<String>>>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hardbox e2e test CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let config = Arc::clone(&config);
+            let recorded = Arc::clone(&recorded);
+            std::thread::spawn(move || {
+                let connection = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(connection, stream);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                if let Some(value) = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("x-api-key")
+                        .then(|| value.trim().to_owned())
+                }) {
+                    recorded.lock().unwrap().push(value);
+                }
+                let body = "hello over https";
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    (port, ca_cert.pem(), seen)
+}
+
+/// `hardbox ARGS` with the store at `root`, `stdin` as its input.
+fn hardbox(root: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        .args(args)
+        .env("HARDBOX_ROOT", root)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_secret_reaches_only_its_host_and_the_sandbox_sees_only_a_placeholder() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "these tests run the sandbox as root (CI does): run them with sudo"
+    );
+    const API_KEY: &str = "sk-real-3f9a1c77e2b54d08";
+    const OTHER_KEY: &str = "other-real-5d2e8b01";
+    let (port, ca_pem, seen) = https_server(&["api.hardbox.test", "other.hardbox.test"]);
+    let http_port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for (name, value) in [("API_KEY", API_KEY), ("OTHER_KEY", OTHER_KEY)] {
+        let set = hardbox(&store, &["secret", "set", name], &format!("{value}\n"));
+        assert_eq!(set.status.code(), Some(0), "{}", text(&set.stderr));
+    }
+    let ca_file = dir.path().join("corporate-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
+[network]
+mode = "proxy"
+allow_hosts = ["api.hardbox.test", "other.hardbox.test"]
+allow_cidrs = ["127.0.0.2/32"]
+upstream_ca_files = ["{}"]
+
+[network.hosts]
+"api.hardbox.test" = "127.0.0.2"
+"other.hardbox.test" = "127.0.0.2"
+
+[secrets.API_KEY]
+hosts = ["api.hardbox.test"]
+header = "x-api-key"
+
+[secrets.OTHER_KEY]
+hosts = ["other.hardbox.test"]
+"#,
+            ca_file.display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        r#"env | grep -E '^(API_KEY|OTHER_KEY)=' | sort
+echo "api: $(curl -sS -H "x-api-key: $API_KEY" https://api.hardbox.test:{port}/)"
+echo "other https: $(curl -s -w '%{{http_code}}' -H "x-api-key: $API_KEY" https://other.hardbox.test:{port}/ | tr '\n' ' ')"
+echo "other http: $(curl -s -w '%{{http_code}}' -H "x-api-key: $API_KEY" http://other.hardbox.test:{http_port}/ | tr '\n' ' ')"
+"#
+    );
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let out = hardbox(
+        &store,
+        &[
+            "run",
+            "--host",
+            "--workspace",
+            workspace.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ],
+        "",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for value in [API_KEY, OTHER_KEY] {
+        assert!(
+            !stdout.contains(value) && !stderr.contains(value),
+            "a secret's value reached the sandbox's output:\n{stdout}\n{stderr}"
+        );
+    }
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}\n{stderr}");
+    assert!(
+        lines[0].starts_with("API_KEY=hardbox-secret-API_KEY-"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("OTHER_KEY=hardbox-secret-OTHER_KEY-"),
+        "{stdout}"
+    );
+    assert_eq!(lines[2], "api: hello over https", "{stderr}");
+    // The placeholder sent to another allowed host is blocked, over TLS (that host is
+    // intercepted for its own secret) and over plain HTTP.
+    let blocked = "blocked by hardbox network policy (secret placeholder for another host) 403";
+    assert_eq!(
+        lines[3],
+        format!("other https: other.hardbox.test:{port} {blocked}")
+    );
+    assert_eq!(
+        lines[4],
+        format!("other http: other.hardbox.test:{http_port} {blocked}")
+    );
+    assert!(
+        stderr.contains(&format!(
+            "blocked a request to other.hardbox.test:{port} carrying the placeholder of secret API_KEY"
+        )),
+        "{stderr}"
+    );
+    // The server got the real value, once.
+    assert_eq!(*seen.lock().unwrap(), [API_KEY]);
 }

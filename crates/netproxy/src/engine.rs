@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +35,9 @@ pub const HOST_TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub enum UpstreamTrust {
     /// [`HOST_TRUST_STORE`].
     HostStore,
+    /// [`HOST_TRUST_STORE`] and these PEM bundles (a corporate TLS-inspecting proxy's CA):
+    /// added, never replacing it. Each file must hold at least one certificate.
+    HostStoreAnd(Vec<PathBuf>),
     /// A PEM bundle.
     PemFile(PathBuf),
     /// These roots (tests use their own CA).
@@ -211,31 +214,44 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, EngineError> {
+    let error = |source| EngineError::TrustStore {
+        path: path.to_owned(),
+        source,
+    };
+    CertificateDer::pem_file_iter(path)
+        .map_err(error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(error)
+}
+
 fn load_roots(trust: &UpstreamTrust) -> Result<RootCertStore, EngineError> {
     let mut roots = RootCertStore::empty();
-    let (certificates, path) = match trust {
-        UpstreamTrust::Certificates(certificates) => {
-            (certificates.clone(), PathBuf::from("<given certificates>"))
+    let (certificates, path, extra) = match trust {
+        UpstreamTrust::Certificates(certificates) => (
+            certificates.clone(),
+            PathBuf::from("<given certificates>"),
+            &[][..],
+        ),
+        UpstreamTrust::PemFile(path) => (pem_certificates(path)?, path.clone(), &[][..]),
+        UpstreamTrust::HostStore => {
+            let path = PathBuf::from(HOST_TRUST_STORE);
+            (pem_certificates(&path)?, path, &[][..])
         }
-        UpstreamTrust::HostStore | UpstreamTrust::PemFile(_) => {
-            let path = match trust {
-                UpstreamTrust::PemFile(path) => path.clone(),
-                _ => PathBuf::from(HOST_TRUST_STORE),
-            };
-            let error = |source| EngineError::TrustStore {
-                path: path.clone(),
-                source,
-            };
-            let certificates = CertificateDer::pem_file_iter(&path)
-                .map_err(error)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(error)?;
-            (certificates, path)
+        UpstreamTrust::HostStoreAnd(files) => {
+            let path = PathBuf::from(HOST_TRUST_STORE);
+            (pem_certificates(&path)?, path, files.as_slice())
         }
     };
     let (added, _ignored) = roots.add_parsable_certificates(certificates);
     if added == 0 {
         return Err(EngineError::EmptyTrustStore { path });
+    }
+    for file in extra {
+        let (added, _ignored) = roots.add_parsable_certificates(pem_certificates(file)?);
+        if added == 0 {
+            return Err(EngineError::EmptyTrustStore { path: file.clone() });
+        }
     }
     Ok(roots)
 }

@@ -9,6 +9,9 @@
 //! (`server.address`, `server.port`, `network.transport`, `client.address`, `network.peer.address`,
 //! `dns.question.name`, `dns.answers`) and use the `hardbox.` prefix where they do not. A secret's
 //! value is never part of an event: only its name.
+//!
+//! [`Event::to_feed`] turns an event into the sandbox event feed's model (`events::Event`, the
+//! spool's line), with the same names and attributes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,7 +150,13 @@ pub struct Event {
         skip_serializing_if = "Option::is_none"
     )]
     pub lost: Option<u64>,
+    /// When the event happened, nanoseconds since the Unix epoch.
+    #[serde(skip)]
+    pub time_unix_nano: u64,
 }
+
+/// The sensor name proxy events are recorded under in the event feed.
+pub const SENSOR: &str = "proxy";
 
 fn is_false(value: &bool) -> bool {
     !*value
@@ -176,6 +185,7 @@ impl Event {
             dns_answers: Vec::new(),
             error: None,
             lost: None,
+            time_unix_nano: ::events::now_unix_nano(),
         }
     }
 
@@ -200,6 +210,88 @@ impl Event {
     /// Whether this event records a denial.
     pub fn is_denied(&self) -> bool {
         self.decision == Some(Verdict::Deny.as_str())
+    }
+
+    /// The event in the sandbox event feed's model: the same `event.name` and attribute names
+    /// (DESIGN.md §5); a loss report carries `hardbox.sensor.name` = [`SENSOR`] and
+    /// `hardbox.sensor.lost_count`. Denials, failures and losses are `WARN`, the rest `INFO`.
+    pub fn to_feed(&self) -> ::events::Event {
+        use ::events::{Event as Feed, Severity};
+        let mut feed = Feed::new(self.name.as_str()).at(self.time_unix_nano);
+        let mut set = |key: &str, value: ::events::Value| {
+            feed.attributes.insert(key.to_owned(), value);
+        };
+        if self.name == EventName::SensorLoss {
+            set(::events::ATTR_SENSOR_NAME, SENSOR.into());
+            set(::events::ATTR_LOST_COUNT, self.lost.unwrap_or(0).into());
+        } else {
+            set("network.transport", self.transport.as_str().into());
+            set("hardbox.network.listener", self.listener.as_str().into());
+        }
+        let strings = [
+            ("server.address", self.server_address.clone()),
+            ("hardbox.decision", self.decision.map(str::to_owned)),
+            ("hardbox.rule", self.rule.clone()),
+            ("client.address", self.client_address.map(|a| a.to_string())),
+            (
+                "network.peer.address",
+                self.peer_address.map(|a| a.to_string()),
+            ),
+            ("hardbox.policy.layer", self.layer.map(str::to_owned)),
+            ("hardbox.policy.attempted", self.attempted.clone()),
+            ("hardbox.secret.name", self.secret.clone()),
+            ("dns.question.type", self.dns_type.clone()),
+            ("dns.response_code", self.dns_rcode.map(str::to_owned)),
+            ("error.type", self.error.clone()),
+        ];
+        for (key, value) in strings {
+            if let Some(value) = value {
+                set(key, value.into());
+            }
+        }
+        for (key, value) in [
+            ("server.port", self.server_port),
+            ("client.port", self.client_port),
+        ] {
+            if let Some(port) = value {
+                set(key, port.into());
+            }
+        }
+        if self.exfiltration {
+            set("hardbox.secret.exfiltration", true.into());
+        }
+        if !self.dns_answers.is_empty() {
+            let answers: Vec<String> = self.dns_answers.iter().map(IpAddr::to_string).collect();
+            set("dns.answers", answers.into());
+        }
+        let warn = self.is_denied()
+            || self.error.is_some()
+            || matches!(self.name, EventName::PolicyDenied | EventName::SensorLoss);
+        if warn {
+            feed = feed.severity(Severity::Warn);
+        }
+        feed
+    }
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Explicit => "explicit",
+            Self::Http => "http",
+            Self::Tls => "tls",
+            Self::Tcp => "tcp",
+            Self::Dns => "dns",
+        }
     }
 }
 
@@ -323,6 +415,59 @@ mod tests {
             rx.try_recv().unwrap().server_address.as_deref(),
             Some("h5.test")
         );
+    }
+
+    #[test]
+    fn converts_to_the_event_feed_with_the_same_names() {
+        let mut event = connect("evil.test").client("127.0.0.1:40000".parse().unwrap());
+        event.peer_address = Some("192.0.2.1".parse().unwrap());
+        let feed = event.to_feed();
+        assert_eq!(feed.name, ::events::NETWORK_CONNECT);
+        assert_eq!(feed.severity, ::events::Severity::Warn);
+        assert_eq!(feed.time_unix_nano, event.time_unix_nano);
+        let json = serde_json::to_value(&feed.attributes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "server.address": "evil.test",
+                "server.port": 443,
+                "network.transport": "tcp",
+                "hardbox.network.listener": "tls",
+                "hardbox.decision": "deny",
+                "hardbox.rule": "default deny",
+                "client.address": "127.0.0.1",
+                "client.port": 40000,
+                "network.peer.address": "192.0.2.1",
+            })
+        );
+        let mut dns = Event::new(EventName::DnsQuery, Transport::Udp, ListenerKind::Dns)
+            .server("api.test", None);
+        dns.dns_type = Some("A".into());
+        dns.dns_rcode = Some("NOERROR");
+        dns.dns_answers = vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+        let feed = dns.to_feed();
+        assert_eq!(feed.severity, ::events::Severity::Info);
+        assert_eq!(
+            feed.attributes["dns.answers"],
+            ::events::Value::StringArray(vec!["192.0.2.1".into(), "192.0.2.2".into()])
+        );
+        let mut loss = Event::new(
+            EventName::SensorLoss,
+            Transport::Tcp,
+            ListenerKind::Explicit,
+        );
+        loss.lost = Some(7);
+        let feed = loss.to_feed();
+        assert_eq!(feed.name, ::events::SENSOR_LOSS);
+        assert_eq!(
+            feed.attributes[::events::ATTR_LOST_COUNT],
+            ::events::Value::Int(7)
+        );
+        assert_eq!(
+            feed.attributes[::events::ATTR_SENSOR_NAME],
+            ::events::Value::from(SENSOR)
+        );
+        assert!(!feed.attributes.contains_key("network.transport"));
     }
 
     #[test]

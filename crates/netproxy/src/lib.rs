@@ -47,5 +47,5 @@ pub use events::{Event, EventName, EventReceiver, EventSender, ListenerKind, Tra
 pub use policy::{
     DecidedBy, Decision, Policy, PolicyError, Preset, Rule, RuleKind, Target, Verdict,
 };
-pub use resolve::{Resolver, StaticResolver, SystemResolver};
+pub use resolve::{PinnedResolver, Resolver, StaticResolver, SystemResolver};
 pub use secrets::{CertificateAuthority, Placement, SecretBinding, SecretError, Secrets};

@@ -1,12 +1,18 @@
 //! Name resolution for upstream connections and DNS answers, behind a trait so the caller
 //! chooses: [`SystemResolver`] asks the host's resolver (in the host's namespace, where the
-//! engine runs); [`StaticResolver`] answers from a map (tests, pinned hosts).
+//! engine runs); [`StaticResolver`] answers from a map (tests); [`PinnedResolver`] answers
+//! pinned names from a map and asks another resolver for the rest (the policy's
+//! `network.hosts`, like `curl --resolve`).
+//!
+//! A resolver only says where a name points: every address it gives is still checked by the
+//! policy before the proxy connects or the DNS responder answers.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// A boxed resolution future.
 pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + 'a>>;
@@ -81,5 +87,63 @@ impl Resolver for StaticResolver {
             )),
         };
         Box::pin(std::future::ready(answer))
+    }
+}
+
+/// Pinned names from a map, every other name from `fallback`.
+#[derive(Clone)]
+pub struct PinnedResolver {
+    pinned: StaticResolver,
+    fallback: Arc<dyn Resolver>,
+}
+
+impl std::fmt::Debug for PinnedResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedResolver")
+            .field("pinned", &self.pinned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PinnedResolver {
+    pub fn new(pinned: StaticResolver, fallback: Arc<dyn Resolver>) -> Self {
+        Self { pinned, fallback }
+    }
+}
+
+impl Resolver for PinnedResolver {
+    fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a> {
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        match self.pinned.names.get(&key) {
+            Some(addrs) => Box::pin(std::future::ready(Ok(addrs.clone()))),
+            None => self.fallback.resolve(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pinned_names_win_and_others_go_to_the_fallback() {
+        let fallback = StaticResolver::new().with("other.test", ["192.0.2.7".parse().unwrap()]);
+        let pinned = StaticResolver::new().with("API.test.", ["127.0.0.1".parse().unwrap()]);
+        let resolver = PinnedResolver::new(pinned, Arc::new(fallback));
+        let addrs = |v: &[&str]| {
+            v.iter()
+                .map(|a| a.parse().unwrap())
+                .collect::<Vec<IpAddr>>()
+        };
+        assert_eq!(
+            resolver.resolve("api.test").await.unwrap(),
+            addrs(&["127.0.0.1"])
+        );
+        assert_eq!(
+            resolver.resolve("other.test").await.unwrap(),
+            addrs(&["192.0.2.7"])
+        );
+        let missing = resolver.resolve("missing.test").await.unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 }

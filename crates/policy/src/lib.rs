@@ -140,6 +140,113 @@ pub struct Network {
     /// Refuse TLS without a server name and HTTP without a Host header, instead of deciding
     /// them by their destination address.
     pub strict_hostname: bool,
+    /// PEM files of certificate authorities trusted for upstream servers when the proxy
+    /// terminates TLS (hosts with secrets), in addition to the host's trust store (e.g. a
+    /// corporate TLS-inspecting proxy's CA). Absolute paths on the host.
+    pub upstream_ca_files: Vec<HostFile>,
+    /// Names the proxy resolves to a fixed address instead of asking the host's resolver
+    /// (like `curl --resolve`). The address check still applies: a private or loopback address
+    /// also needs an `allow_cidrs` entry naming it.
+    pub hosts: BTreeMap<HostName, std::net::IpAddr>,
+}
+
+/// An absolute path on the host, read by hardbox itself (not by the sandbox).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostFile(String);
+
+impl HostFile {
+    /// `path`, if it is absolute.
+    ///
+    /// # Errors
+    ///
+    /// [`ValueError::Name`] for relative paths and paths with a NUL byte.
+    pub fn new(path: &str) -> Result<HostFile, ValueError> {
+        if !path.starts_with('/') || path.contains('\0') {
+            return Err(ValueError::Name {
+                what: "host file",
+                input: path.to_owned(),
+                expected: "an absolute path on the host",
+            });
+        }
+        Ok(HostFile(path.to_owned()))
+    }
+
+    /// The path.
+    pub fn as_path(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+}
+
+impl TryFrom<String> for HostFile {
+    type Error = ValueError;
+
+    fn try_from(path: String) -> Result<HostFile, ValueError> {
+        HostFile::new(&path)
+    }
+}
+
+impl From<HostFile> for String {
+    fn from(path: HostFile) -> String {
+        path.0
+    }
+}
+
+/// A host name as a DNS name: lowercase letters, digits and `-` in dot-separated labels, the
+/// last one not numeric (resolvers would read `127.1` as an address). No wildcards.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostName(String);
+
+impl HostName {
+    /// `name`, lowercased, without a trailing dot, if it is a host name.
+    ///
+    /// # Errors
+    ///
+    /// [`ValueError::Name`] naming the input.
+    pub fn new(name: &str) -> Result<HostName, ValueError> {
+        let lower = name.trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        let last_numeric = lower
+            .rsplit('.')
+            .next()
+            .is_some_and(|label| label.bytes().all(|b| b.is_ascii_digit()));
+        if lower.len() > 253 || !lower.split('.').all(label_ok) || last_numeric {
+            return Err(ValueError::Name {
+                what: "host name",
+                input: name.to_owned(),
+                expected: "letters, digits and '-' in dot-separated labels, the last one not a number (no wildcards)",
+            });
+        }
+        Ok(HostName(lower))
+    }
+
+    /// The name, lowercase.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HostName {
+    type Error = ValueError;
+
+    fn try_from(name: String) -> Result<HostName, ValueError> {
+        HostName::new(&name)
+    }
+}
+
+impl From<HostName> for String {
+    fn from(name: HostName) -> String {
+        name.0
+    }
 }
 
 /// `network.preset`: rule sets for `mode = "proxy"` (the proxy's documentation lists them).

@@ -216,6 +216,9 @@ deny_hosts = []
 allow_cidrs = []
 allow_tcp = []
 strict_hostname = false
+upstream_ca_files = []
+
+[network.hosts]
 
 [secrets]
 
@@ -410,4 +413,57 @@ fn a_secret_without_hosts_or_with_a_bad_name_is_refused() {
         ),
         "{error:?}"
     );
+}
+
+#[test]
+fn upstream_ca_files_and_pinned_hosts_parse_and_print_back() {
+    check(
+        "[network]\nupstream_ca_files = [\"/etc/corp/ca.pem\"]\n[network.hosts]\n\"API.Example.test.\" = \"127.0.0.1\"\n\"v6.example.test\" = \"::1\"\n",
+        Ok(|policy| {
+            policy.network.upstream_ca_files = vec![HostFile::new("/etc/corp/ca.pem").unwrap()];
+            policy.network.hosts.insert(
+                HostName::new("api.example.test").unwrap(),
+                "127.0.0.1".parse().unwrap(),
+            );
+            policy.network.hosts.insert(
+                HostName::new("v6.example.test").unwrap(),
+                "::1".parse().unwrap(),
+            );
+        }),
+    );
+    let policy = Policy::from_toml(
+        "[network]\nupstream_ca_files = [\"/ca.pem\"]\nhosts = { \"a.example.test\" = \"10.0.0.1\" }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        policy.network.hosts[&HostName::new("a.example.test").unwrap()],
+        "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(Policy::from_toml(&policy.to_toml()), Ok(policy));
+}
+
+#[test]
+fn bad_upstream_ca_files_and_hosts_name_the_line() {
+    check(
+        "[network]\nupstream_ca_files = [\"ca.pem\"]\n",
+        Err("invalid policy at line 2 (upstream_ca_files = [\"ca.pem\"]): invalid host file \"ca.pem\": an absolute path on the host"),
+    );
+    for (input, wanted) in [
+        (
+            "[network.hosts]\n\"*.example.test\" = \"127.0.0.1\"\n",
+            "invalid host name \"*.example.test\"",
+        ),
+        (
+            "[network.hosts]\n\"127.1\" = \"127.0.0.1\"\n",
+            "invalid host name \"127.1\"",
+        ),
+        (
+            "[network.hosts]\n\"a.example.test\" = \"localhost\"\n",
+            "invalid IP address syntax",
+        ),
+    ] {
+        let error = Policy::from_toml(input).unwrap_err().to_string();
+        assert!(error.starts_with("invalid policy at line 2"), "{error}");
+        assert!(error.contains(wanted), "{error}");
+    }
 }
