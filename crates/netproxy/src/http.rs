@@ -5,6 +5,10 @@
 //! find the same message boundaries as the server behind it or a second request could slip past
 //! its checks. Heads with both `Content-Length` and `Transfer-Encoding`, conflicting lengths,
 //! codings other than a final `chunked`, folded header lines or bare LF line ends are refused.
+//!
+//! Responses are not rewritten, only followed: [`ResponseTracker`] finds where each response
+//! ends (by its status, the request's method and its framing) so that the response to an
+//! `Upgrade` request is known, and the connection stops being HTTP only after a `101`.
 
 use std::io;
 
@@ -175,6 +179,17 @@ impl RequestHead {
             Some(0) | None => Framing::None,
             Some(n) => Framing::Length(n),
         })
+    }
+
+    /// Whether this request asks to switch protocols (`Upgrade` named in `Connection`, e.g.
+    /// WebSocket).
+    pub fn is_upgrade(&self) -> bool {
+        self.header("upgrade").is_some()
+            && self.headers_named("connection").any(|value| {
+                value
+                    .split(|b| *b == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+            })
     }
 
     pub fn expects_continue(&self) -> bool {
@@ -447,6 +462,271 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
         .ok_or(HttpError::Framing)
 }
 
+/// A request whose response is awaited, as far as framing its response goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// A `HEAD` request: its response has no body whatever its headers say.
+    pub head: bool,
+    /// It asked to switch protocols.
+    pub upgrade: bool,
+}
+
+/// What a response stream showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The final response to an upgrade request: `true` for `101 Switching Protocols`.
+    UpgradeAnswered(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data; how many of its bytes are still to come.
+    ChunkEnd(u8),
+    Trailer,
+    /// A body that ends when the server closes, or the bytes of another protocol after `101`:
+    /// nothing more to follow.
+    Done,
+}
+
+/// Follows a stream of HTTP/1.1 responses byte by byte without changing it: finds the end of
+/// each response, so the response to each sent request (see [`Sent`]) is known. Malformed or
+/// unexpected responses stop the tracking (and an awaited upgrade is then refused).
+#[derive(Debug)]
+pub(crate) struct ResponseTracker {
+    state: Track,
+    line: Vec<u8>,
+    sent: std::collections::VecDeque<Sent>,
+}
+
+impl Default for ResponseTracker {
+    fn default() -> Self {
+        Self {
+            state: Track::Head,
+            line: Vec::new(),
+            sent: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl ResponseTracker {
+    /// A request was sent; its response follows those of the requests sent before.
+    pub fn sent(&mut self, request: Sent) {
+        self.sent.push_back(request);
+    }
+
+    /// Whether responses are still being followed.
+    pub fn tracking(&self) -> bool {
+        self.state != Track::Done
+    }
+
+    /// Stops following (the stream is broken or became something else). An awaited upgrade is
+    /// answered `false`.
+    fn stop(&mut self) -> Option<Seen> {
+        self.state = Track::Done;
+        self.line.clear();
+        let upgrade = self.sent.iter().any(|sent| sent.upgrade);
+        self.sent.clear();
+        upgrade.then_some(Seen::UpgradeAnswered(false))
+    }
+
+    /// Follows `data`, the next bytes of the response stream.
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<Seen> {
+        let mut seen = None;
+        while !data.is_empty() {
+            match self.state {
+                Track::Done => return seen,
+                Track::Body(remaining) => {
+                    let take = data
+                        .len()
+                        .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                    data = &data[take..];
+                    let left = remaining - take as u64;
+                    self.state = if left == 0 {
+                        Track::Head
+                    } else {
+                        Track::Body(left)
+                    };
+                }
+                Track::ChunkData(remaining) => {
+                    let take = data
+                        .len()
+                        .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                    data = &data[take..];
+                    let left = remaining - take as u64;
+                    self.state = if left == 0 {
+                        Track::ChunkEnd(2)
+                    } else {
+                        Track::ChunkData(left)
+                    };
+                }
+                Track::ChunkEnd(left) => {
+                    let expected = if left == 2 { b'\r' } else { b'\n' };
+                    if data[0] != expected {
+                        return self.stop().or(seen);
+                    }
+                    data = &data[1..];
+                    self.state = if left == 2 {
+                        Track::ChunkEnd(1)
+                    } else {
+                        Track::ChunkSize
+                    };
+                }
+                Track::Head | Track::ChunkSize | Track::Trailer => {
+                    let (complete, used) = self.take_line_or_head(data);
+                    data = &data[used..];
+                    if self.line.len() > MAX_HEAD {
+                        return self.stop().or(seen);
+                    }
+                    if !complete {
+                        continue;
+                    }
+                    let text = std::mem::take(&mut self.line);
+                    let step = match self.state {
+                        Track::Head => self.finish_head(&text),
+                        Track::ChunkSize => match parse_chunk_size(&text) {
+                            Ok(0) => {
+                                self.state = Track::Trailer;
+                                Ok(None)
+                            }
+                            Ok(size) => {
+                                self.state = Track::ChunkData(size);
+                                Ok(None)
+                            }
+                            Err(_) => Err(()),
+                        },
+                        _ => {
+                            if text == b"\r\n" {
+                                self.state = Track::Head;
+                            } else if !text.ends_with(b"\r\n") {
+                                return self.stop().or(seen);
+                            }
+                            Ok(None)
+                        }
+                    };
+                    match step {
+                        Ok(Some(found)) => seen = Some(found),
+                        Ok(None) => {}
+                        Err(()) => return self.stop().or(seen),
+                    }
+                }
+            }
+        }
+        seen
+    }
+
+    /// Appends to `self.line` up to the end of a head (in `Head`) or of a line; returns whether
+    /// it is complete and how many bytes of `data` were used.
+    fn take_line_or_head(&mut self, data: &[u8]) -> (bool, usize) {
+        if self.state == Track::Head {
+            // Empty lines before a status line are tolerated, as before a request line.
+            if self.line.is_empty() {
+                let skip = data
+                    .iter()
+                    .take_while(|b| **b == b'\r' || **b == b'\n')
+                    .count();
+                if skip > 0 {
+                    return (false, skip);
+                }
+            }
+            let from = self.line.len().saturating_sub(3);
+            self.line.extend_from_slice(data);
+            match memchr::memmem::find(&self.line[from..], b"\r\n\r\n") {
+                Some(at) => {
+                    let end = from + at + 4;
+                    let used = data.len() - (self.line.len() - end);
+                    self.line.truncate(end);
+                    (true, used)
+                }
+                None => (false, data.len()),
+            }
+        } else {
+            match memchr::memchr(b'\n', data) {
+                Some(at) => {
+                    self.line.extend_from_slice(&data[..=at]);
+                    (true, at + 1)
+                }
+                None => {
+                    self.line.extend_from_slice(data);
+                    (false, data.len())
+                }
+            }
+        }
+    }
+
+    /// A complete response head: decides how its body ends.
+    fn finish_head(&mut self, head: &[u8]) -> Result<Option<Seen>, ()> {
+        let status = parse_status(head).ok_or(())?;
+        let request = self.sent.front().copied().unwrap_or(Sent {
+            head: false,
+            upgrade: false,
+        });
+        if status == 101 {
+            if !request.upgrade {
+                return Err(());
+            }
+            self.sent.clear();
+            self.state = Track::Done;
+            return Ok(Some(Seen::UpgradeAnswered(true)));
+        }
+        if (100..200).contains(&status) {
+            // 100 Continue, 103 Early Hints: the final response follows.
+            self.state = Track::Head;
+            return Ok(None);
+        }
+        self.sent.pop_front();
+        self.state = if request.head || status == 204 || status == 304 {
+            Track::Head
+        } else if !has_length(head) {
+            // No length at all: the body ends when the server closes.
+            Track::Done
+        } else {
+            let fields = RequestHead::parse(&[b"GET / HTTP/1.1\r\n", head_fields(head)].concat())
+                .map_err(|_| ())?;
+            match fields.framing().map_err(|_| ())? {
+                Framing::None => Track::Head,
+                Framing::Length(n) => Track::Body(n),
+                Framing::Chunked => Track::ChunkSize,
+            }
+        };
+        // Requests after a close-delimited body are never answered.
+        let unanswered = self.state == Track::Done && self.sent.iter().any(|sent| sent.upgrade);
+        if self.state == Track::Done {
+            self.sent.clear();
+        }
+        Ok((request.upgrade || unanswered).then_some(Seen::UpgradeAnswered(false)))
+    }
+}
+
+/// `NNN` of `HTTP/1.x NNN reason`.
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let rest = head
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
+    let code = rest.get(..3)?;
+    if !code.iter().all(u8::is_ascii_digit) || !matches!(rest.get(3), Some(b' ' | b'\r')) {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+/// The header lines of a response head (after the status line).
+fn head_fields(head: &[u8]) -> &[u8] {
+    memchr::memchr(b'\n', head).map_or(&[][..], |at| &head[at + 1..])
+}
+
+fn has_length(head: &[u8]) -> bool {
+    head_fields(head).split(|b| *b == b'\n').any(|line| {
+        line.split(|b| *b == b':').next().is_some_and(|name| {
+            name.eq_ignore_ascii_case(b"content-length")
+                || name.eq_ignore_ascii_case(b"transfer-encoding")
+        })
+    })
+}
+
 /// A plain-text HTTP response that closes the connection.
 pub(crate) fn simple_response(status: u16, reason: &str, body: &str) -> Vec<u8> {
     format!(
@@ -529,6 +809,75 @@ mod tests {
         let next = reader.read_head().await.unwrap().unwrap();
         assert_eq!(next.target, "/next");
         assert!(reader.read_head().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn recognises_upgrade_requests() {
+        let upgrade = head(
+            "GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        assert!(upgrade.unwrap().is_upgrade());
+        let no_token = head("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!no_token.unwrap().is_upgrade());
+    }
+
+    /// Feeds `stream` in pieces of `step` bytes; returns what was seen and whether tracking
+    /// went on to the end.
+    fn track(sent: &[Sent], stream: &[u8], step: usize) -> (Vec<Seen>, bool) {
+        let mut tracker = ResponseTracker::default();
+        for request in sent {
+            tracker.sent(*request);
+        }
+        let seen = stream
+            .chunks(step)
+            .filter_map(|piece| tracker.feed(piece))
+            .collect();
+        (seen, tracker.tracking())
+    }
+
+    #[test]
+    fn follows_responses_to_the_answer_of_an_upgrade() {
+        let get = Sent {
+            head: false,
+            upgrade: false,
+        };
+        let head_request = Sent {
+            head: true,
+            upgrade: false,
+        };
+        let upgrade = Sent {
+            head: false,
+            upgrade: true,
+        };
+        let earlier = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x\r\nHTTP\r\n0\r\nT: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n";
+        let switched = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05HTTP/";
+        let stream = [&earlier[..], &switched[..]].concat();
+        for step in [1, 3, 7, stream.len()] {
+            assert_eq!(
+                track(&[get, get, head_request, upgrade], &stream, step),
+                (vec![Seen::UpgradeAnswered(true)], false),
+                "{step}"
+            );
+        }
+        let refused = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nnoHTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(
+            track(&[upgrade, get], refused, 1),
+            (vec![Seen::UpgradeAnswered(false)], true)
+        );
+        // A 101 nobody asked for, or garbage, stops the tracking.
+        let unasked = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        assert_eq!(track(&[get], unasked, 4), (vec![], false));
+        let garbage = b"SSH-2.0-x\r\n\r\n";
+        assert_eq!(
+            track(&[upgrade], garbage, 4),
+            (vec![Seen::UpgradeAnswered(false)], false)
+        );
+        // Without a length the body runs to the end of the stream.
+        let close_delimited = b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 101 x\r\n\r\n";
+        assert_eq!(
+            track(&[get, upgrade], close_delimited, 5),
+            (vec![Seen::UpgradeAnswered(false)], false)
+        );
     }
 
     #[tokio::test]

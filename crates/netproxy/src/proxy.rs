@@ -14,8 +14,12 @@
 //!
 //! Whatever name was decided, the proxy resolves it itself and checks every address before
 //! connecting ([`Policy::check_address`]): the sandbox's idea of where a name points does not
-//! matter. Bulk data moves with `copy_bidirectional`; only connections that carry plain HTTP
-//! while secrets exist, or that are intercepted for secrets, are parsed request by request.
+//! matter. Bulk data moves with `splice(2)`; only connections that carry plain HTTP while
+//! secrets exist, or that are intercepted for secrets, are parsed request by request. There,
+//! an HTTP/1.1 `Upgrade` (WebSocket) is followed: once the server answers the upgrade request
+//! with `101`, bytes are relayed both ways as they come (placeholders in the upgrade request's
+//! headers are swapped like any request's; nothing after it is parsed). Any other answer keeps
+//! the connection HTTP.
 //!
 //! [`Policy::check_address`]: crate::policy::Policy::check_address
 
@@ -34,7 +38,10 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::dns;
 use crate::engine::Shared;
 use crate::events::{Event, EventName, ListenerKind, Transport};
-use crate::http::{simple_response, split_authority, BodyError, Buffered, Framing, RequestHead};
+use crate::http::{
+    simple_response, split_authority, BodyError, Buffered, Framing, RequestHead, ResponseTracker,
+    Seen, Sent,
+};
 use crate::policy::{canonical_ip, DecidedBy, Decision, Policy, Target, Traffic, Verdict};
 use crate::secrets::{mask_values, Rewrite};
 use crate::tls::{self, StreamStart};
@@ -78,6 +85,57 @@ enum Failure {
     Denied(Decision, IpAddr),
     Resolve(String),
     Connect(String),
+}
+
+/// The two directions of one relayed HTTP connection meet here: the request side says what it
+/// sent, the response side follows the responses and answers an awaited upgrade.
+#[derive(Default)]
+struct Exchange {
+    state: std::sync::Mutex<ExchangeState>,
+    answered: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct ExchangeState {
+    tracker: ResponseTracker,
+    /// The answer to the upgrade request, once known: `true` for `101`.
+    upgrade: Option<bool>,
+}
+
+impl Exchange {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExchangeState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sent(&self, request: Sent) {
+        self.lock().tracker.sent(request);
+    }
+
+    /// Follows response bytes (as they came from the server).
+    fn received(&self, data: &[u8]) {
+        let mut state = self.lock();
+        if !state.tracker.tracking() {
+            return;
+        }
+        if let Some(Seen::UpgradeAnswered(switched)) = state.tracker.feed(data) {
+            state.upgrade = Some(switched);
+            drop(state);
+            self.answered.notify_one();
+        }
+    }
+
+    /// Waits for the answer to the upgrade request just sent.
+    async fn upgrade_answer(&self) -> bool {
+        loop {
+            if let Some(switched) = self.lock().upgrade.take() {
+                return switched;
+            }
+            // A notification sent before this wait is kept as a permit: none is lost.
+            self.answered.notified().await;
+        }
+    }
 }
 
 /// How the request loop ended.
@@ -857,11 +915,13 @@ impl Conn {
             Mode::Intercept => self.shared.secrets.values_for(&host),
             Mode::Plain => Vec::new(),
         };
+        let exchange = Exchange::default();
         let mut responses = Box::pin(copy_responses(
             &mut up_r,
             &mut client_w,
             &mask,
             HOLD_AT_MOST,
+            &exchange,
         ));
         let mut requests = Box::pin(self.forward_requests(
             &mut reader,
@@ -871,6 +931,7 @@ impl Conn {
             target,
             port,
             single,
+            &exchange,
         ));
         let finished = tokio::select! {
             end = &mut requests => Some(end),
@@ -920,6 +981,7 @@ impl Conn {
         target: &Target,
         port: u16,
         single: bool,
+        exchange: &Exchange,
     ) -> Result<RequestsEnd, Stop>
     where
         CR: AsyncRead + Unpin,
@@ -972,6 +1034,11 @@ impl Conn {
                 }
             }
             let framing = head.framing().map_err(|_| Stop::Broken)?;
+            let sent = Sent {
+                head: head.method.eq_ignore_ascii_case("HEAD"),
+                upgrade: head.is_upgrade(),
+            };
+            exchange.sent(sent);
             let bytes = Zeroizing::new(head.serialize());
             for (_, value) in &mut head.headers {
                 value.zeroize();
@@ -1025,6 +1092,16 @@ impl Conn {
             up_w.flush().await.map_err(|_| Stop::Broken)?;
             if single {
                 return Ok(RequestsEnd::Single);
+            }
+            if sent.upgrade && exchange.upgrade_answer().await {
+                // Another protocol from here on: relay the client's bytes as they come.
+                let early = reader.buffered().to_vec();
+                reader.consume(early.len());
+                up_w.write_all(&early).await.map_err(|_| Stop::Broken)?;
+                tokio::io::copy(&mut reader.inner, up_w)
+                    .await
+                    .map_err(|_| Stop::Broken)?;
+                return Ok(RequestsEnd::ClientClosed);
             }
         }
     }
@@ -1107,24 +1184,32 @@ fn partial_suffix(data: &[u8], values: &[Zeroizing<Vec<u8>>]) -> usize {
         .unwrap_or(0)
 }
 
-/// Copies responses to the sandbox. With `mask`, copies of secret values are replaced by `*`
-/// (same length, so framing holds); a read ending in the start of a value is held back until
-/// the next read, or briefly if none comes.
+/// Copies responses to the sandbox, showing them to `exchange` as they came. With `mask`,
+/// copies of secret values are replaced by `*` (same length, so framing holds); a read ending
+/// in the start of a value is held back until the next read, or briefly if none comes.
 async fn copy_responses<R, W>(
     reader: &mut R,
     writer: &mut W,
     mask: &[Zeroizing<Vec<u8>>],
     hold_at_most: Duration,
+    exchange: &Exchange,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut buf = vec![0u8; 64 * 1024];
     if mask.is_empty() {
-        tokio::io::copy(reader, writer).await?;
-        return writer.flush().await;
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                return writer.flush().await;
+            }
+            exchange.received(&buf[..n]);
+            writer.write_all(&buf[..n]).await?;
+            writer.flush().await?;
+        }
     }
-    let mut buf = vec![0u8; 16 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
         let read = if pending.is_empty() {
@@ -1145,6 +1230,7 @@ where
             writer.write_all(&pending).await?;
             return writer.flush().await;
         }
+        exchange.received(&buf[..n]);
         pending.extend_from_slice(&buf[..n]);
         mask_values(&mut pending, mask);
         let emit = pending.len() - partial_suffix(&pending, mask);
@@ -1213,9 +1299,15 @@ mod tests {
         let copier = tokio::spawn(async move {
             let mut out = Vec::new();
             let hold = Duration::from_secs(3600);
-            copy_responses(&mut proxy_side, &mut out, &values, hold)
-                .await
-                .unwrap();
+            copy_responses(
+                &mut proxy_side,
+                &mut out,
+                &values,
+                hold,
+                &Exchange::default(),
+            )
+            .await
+            .unwrap();
             out
         });
         upstream.write_all(b"echo: real-").await.unwrap();

@@ -893,3 +893,178 @@ async fn shutdown_closes_the_listeners() {
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     assert_eq!(w.proxy.engine.stats().connections, 1);
 }
+
+/// Reads one HTTP head (up to the empty line) from `stream`, byte by byte so nothing after it
+/// is consumed.
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_are_relayed_both_ways_after_101() {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const VALUE: &str = "sk-real-value-1234";
+    let web = TestCa::new();
+    let (tls_listener, server_listener) = bind_pair(UPSTREAM);
+    let tls_port = tls_listener.local_addr().unwrap().port();
+    // A server that switches to an echo of raw bytes when the upgrade request carries the
+    // value, and answers 401 (staying HTTP) otherwise.
+    let acceptor = tokio_rustls::TlsAcceptor::from(web.server_config(&["api.test"]));
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let echoed = Arc::new(Mutex::new(Vec::<u8>::new()));
+    server_listener.set_nonblocking(true).unwrap();
+    let server_listener = tokio::net::TcpListener::from_std(server_listener).unwrap();
+    let (seen_heads, seen_bytes) = (Arc::clone(&heads), Arc::clone(&echoed));
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, _) = server_listener.accept().await.unwrap();
+            let (acceptor, heads, echoed) = (
+                acceptor.clone(),
+                Arc::clone(&seen_heads),
+                Arc::clone(&seen_bytes),
+            );
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                loop {
+                    let head = read_head(&mut tls).await;
+                    if head.is_empty() {
+                        return;
+                    }
+                    heads.lock().unwrap().push(head.clone());
+                    if header_of(&head, "x-api-key").as_deref() != Some(VALUE) {
+                        let reply = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\n\r\nno\n";
+                        tls.write_all(reply.as_bytes()).await.unwrap();
+                        continue;
+                    }
+                    let reply = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+                    tls.write_all(reply.as_bytes()).await.unwrap();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = tls.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            let _ = tls.shutdown().await;
+                            return;
+                        }
+                        echoed.lock().unwrap().extend_from_slice(&buf[..n]);
+                        tls.write_all(&buf[..n]).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let mut builder = secrets(ProxyBuilder::new(RULES).name("api.test", "127.0.0.2"));
+    builder.tls.push(tls_listener);
+    builder.trust.push(web.der.clone());
+    let mut proxy = builder.start();
+    let key = proxy.placeholder("API_KEY");
+    let token = proxy.placeholder("GIT_TOKEN");
+    let client = {
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(proxy.ca_path()).unwrap();
+        let pem = rustls::pki_types::CertificateDer::from_pem_slice(&ca);
+        use rustls::pki_types::pem::PemObject;
+        roots.add(pem.unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        tokio_rustls::TlsConnector::from(Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        ))
+    };
+    let connect = || async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("api.test").unwrap();
+        client.connect(name, stream).await.unwrap()
+    };
+    let upgrade = |key: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             x-api-key: {key}\r\n\r\n"
+        )
+    };
+
+    // Refused upgrade: the connection stays HTTP, so the next request is still checked.
+    let mut tls = connect().await;
+    tls.write_all(upgrade("wrong").as_bytes()).await.unwrap();
+    let head = read_head(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let mut body = [0u8; 3];
+    tls.read_exact(&mut body).await.unwrap();
+    let next = format!("GET /next HTTP/1.1\r\nHost: api.test\r\nx-token: {token}\r\n\r\n");
+    tls.write_all(next.as_bytes()).await.unwrap();
+    let mut rest = String::new();
+    let _ = tls.read_to_string(&mut rest).await;
+    assert!(rest.starts_with("HTTP/1.1 403"), "{rest}");
+    assert!(
+        rest.contains("(secret placeholder for another host)"),
+        "{rest}"
+    );
+
+    // Accepted upgrade: the placeholder in the upgrade request's header is swapped, then bytes
+    // go both ways untouched (placeholders in them are neither swapped nor blocked).
+    let mut tls = connect().await;
+    tls.write_all(upgrade(&key).as_bytes()).await.unwrap();
+    let head = read_head(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let frames = [
+        format!("\u{81}first {key}").into_bytes(),
+        format!("\u{81}second {token}").into_bytes(),
+    ];
+    let mut back = Vec::new();
+    for frame in &frames {
+        tls.write_all(frame).await.unwrap();
+        let mut echo = vec![0u8; frame.len()];
+        tls.read_exact(&mut echo).await.unwrap();
+        back.extend_from_slice(&echo);
+    }
+    assert_eq!(back, frames.concat());
+    tls.shutdown().await.unwrap();
+    let mut tail = Vec::new();
+    tls.read_to_end(&mut tail).await.unwrap();
+    assert!(tail.is_empty());
+    assert_eq!(*echoed.lock().unwrap(), frames.concat());
+
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert_eq!(header_of(&heads[0], "x-api-key").as_deref(), Some("wrong"));
+    assert_eq!(header_of(&heads[1], "x-api-key").as_deref(), Some(VALUE));
+    let events = proxy.drain();
+    let blocked: Vec<_> = events
+        .iter()
+        .filter(|e| e.exfiltration)
+        .map(|e| e.secret.clone().unwrap())
+        .collect();
+    assert_eq!(blocked, ["GIT_TOKEN"]);
+    let used = events
+        .iter()
+        .filter(|e| e.name == EventName::SecretUse)
+        .count();
+    assert_eq!(used, 1);
+    server.abort();
+}
