@@ -23,6 +23,10 @@
 //! init reports the status, without waiting for the kernel to tear the namespaces down (init
 //! exits right after reporting, and its exit kills whatever else still runs in the sandbox).
 //! See `docs/benchmarks.md`.
+//!
+//! The parent's side up to the "go" (`start_init`, `InitProcess`), init's setup
+//! (`prepare_init`) and the command's process (`run_command`) are shared with session mode
+//! ([`crate::session`]), whose init stays up and spawns more commands on request.
 
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
@@ -112,9 +116,29 @@ pub enum LaunchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("invalid exec request: working directory {path} is not an absolute path without '..'")]
+    RelativeWorkingDirectory { path: PathBuf },
+    #[error("invalid exec request: stdin, stdout and stderr are passed exactly when no terminal is asked for")]
+    MissingStdio,
+    #[error("no command with exec id {id} runs in the sandbox")]
+    UnknownExec { id: u64 },
+    #[error("the sandbox has ended")]
+    SessionEnded,
+    #[error("the sandbox's init sent a malformed message")]
+    Protocol,
 }
 
 impl LaunchError {
+    /// The exit code a shell gives for this failure: 127 when the command was not found, 126
+    /// when it could not be executed, 125 for every other failure to start it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LaunchError::CommandNotFound { .. } => 127,
+            LaunchError::NotExecutable { .. } => 126,
+            _ => EXIT_SETUP_FAILED,
+        }
+    }
+
     /// The layer or step that failed, for hints.
     pub fn errno(&self) -> Option<Errno> {
         match self {
@@ -152,26 +176,36 @@ mod libc_signal {
     pub const CHLD: i32 = Signal::CHILD.as_raw();
 }
 
-fn supervised_signals() -> SignalSet {
+pub(crate) fn supervised_signals() -> SignalSet {
     let mut all = FORWARDED.to_vec();
     all.push(libc_signal::CHLD);
     SignalSet::of(&all)
 }
 
 /// Which list a failing step belongs to.
-const PHASE_SETUP: u32 = 1;
-const PHASE_COMMAND: u32 = 2;
+pub(crate) const PHASE_SETUP: u32 = 1;
+pub(crate) const PHASE_COMMAND: u32 = 2;
 /// Init failed to join the sandbox's cgroup.
 const PHASE_CGROUP: u32 = 3;
 /// Opening (index 0) or attaching (index 1) the command's terminal failed.
-const PHASE_TERMINAL: u32 = 4;
+pub(crate) const PHASE_TERMINAL: u32 = 4;
 /// Opening the proxy's listeners failed.
 const PHASE_NETWORK: u32 = 5;
+/// Connecting a command's stdin, stdout and stderr failed.
+const PHASE_STDIO: u32 = 6;
+/// Session init's own hardening failed: index 0 close-on-exec, 1 non-dumpable, 2 signalfd.
+pub(crate) const PHASE_SESSION: u32 = 7;
+/// The exec tracer's hook failed in init.
+pub(crate) const PHASE_TRACE: u32 = 8;
+/// Init could not use an exec request (bad strings, descriptors below 3 it could not move).
+pub(crate) const PHASE_REQUEST: u32 = 9;
+/// Init could not start an exec'd command's process (pipe, clone).
+pub(crate) const PHASE_SPAWN: u32 = 10;
 /// Exit code of init or the command when a step failed (the parent reports the step).
-const EXIT_SETUP_FAILED: i32 = 125;
-const RECORD_SIZE: usize = 12;
+pub(crate) const EXIT_SETUP_FAILED: i32 = 125;
+pub(crate) const RECORD_SIZE: usize = 12;
 
-fn encode(phase: u32, index: usize, errno: Errno) -> [u8; RECORD_SIZE] {
+pub(crate) fn encode(phase: u32, index: usize, errno: Errno) -> [u8; RECORD_SIZE] {
     let mut record = [0u8; RECORD_SIZE];
     record[..4].copy_from_slice(&phase.to_le_bytes());
     record[4..8].copy_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes());
@@ -179,7 +213,7 @@ fn encode(phase: u32, index: usize, errno: Errno) -> [u8; RECORD_SIZE] {
     record
 }
 
-fn decode(record: &[u8; RECORD_SIZE]) -> (u32, usize, Errno) {
+pub(crate) fn decode(record: &[u8; RECORD_SIZE]) -> (u32, usize, Errno) {
     let word = |range: std::ops::Range<usize>| {
         let mut bytes = [0u8; 4];
         bytes.copy_from_slice(&record[range]);
@@ -192,7 +226,7 @@ fn decode(record: &[u8; RECORD_SIZE]) -> (u32, usize, Errno) {
 }
 
 /// Adapts the `seccomp` crate's compiled program to `sys`.
-struct SeccompProgram(seccomp::Program);
+pub(crate) struct SeccompProgram(seccomp::Program);
 
 impl sys::SeccompFilter for SeccompProgram {
     fn install(&self) -> Result<(), Errno> {
@@ -267,23 +301,8 @@ pub fn launch(plan: &LaunchPlan) -> Result<ExitStatus, LaunchError> {
 ///
 /// As [`launch`]; [`LaunchError::Network`] when the hook refused the network.
 pub fn launch_with(plan: &LaunchPlan, hooks: &mut dyn Hooks) -> Result<ExitStatus, LaunchError> {
-    let exec = ExecTarget::new(
-        &plan.settings.program,
-        &plan.settings.arguments,
-        &plan.environment_strings(),
-        plan.search_path(),
-    )
-    .map_err(|_| LaunchError::InvalidCommand)?;
-    let seccomp = if plan.settings.skip.seccomp {
-        None
-    } else {
-        let mut filter = seccomp::Filter::agent_default();
-        for name in &plan.settings.seccomp_allow {
-            filter.allow(name).map_err(LaunchError::Seccomp)?;
-        }
-        let program = filter.compile().map_err(LaunchError::Seccomp)?;
-        Some(SeccompProgram(program))
-    };
+    let exec = command_target(plan)?;
+    let seccomp = compile_seccomp(plan)?;
 
     let signals = supervised_signals();
     let previous_mask = proc::block_signals(&signals).map_err(|errno| LaunchError::Parent {
@@ -303,6 +322,30 @@ pub fn launch_with(plan: &LaunchPlan, hooks: &mut dyn Hooks) -> Result<ExitStatu
     result
 }
 
+/// The plan's command, ready to exec without allocating.
+pub(crate) fn command_target(plan: &LaunchPlan) -> Result<ExecTarget, LaunchError> {
+    ExecTarget::new(
+        &plan.settings.program,
+        &plan.settings.arguments,
+        &plan.environment_strings(),
+        plan.search_path(),
+    )
+    .map_err(|_| LaunchError::InvalidCommand)
+}
+
+/// The plan's seccomp filter, compiled before any process starts (`None` when skipped).
+pub(crate) fn compile_seccomp(plan: &LaunchPlan) -> Result<Option<SeccompProgram>, LaunchError> {
+    if plan.settings.skip.seccomp {
+        return Ok(None);
+    }
+    let mut filter = seccomp::Filter::agent_default();
+    for name in &plan.settings.seccomp_allow {
+        filter.allow(name).map_err(LaunchError::Seccomp)?;
+    }
+    let program = filter.compile().map_err(LaunchError::Seccomp)?;
+    Ok(Some(SeccompProgram(program)))
+}
+
 fn launch_with_signals_blocked(
     plan: &LaunchPlan,
     exec: &ExecTarget,
@@ -313,6 +356,151 @@ fn launch_with_signals_blocked(
 ) -> Result<ExitStatus, LaunchError> {
     let started = Instant::now();
     let parent_error = |call| move |errno| LaunchError::Parent { call, errno };
+    let mut init = start_init(plan, hooks, &mut |socket, report| {
+        run_init(plan, exec, seccomp, socket, report, signals, previous_mask)
+    })?;
+    // Opened after the clone, so init never holds it; the signals are blocked already.
+    let signal_fd = SignalFd::open(signals)
+        .map_err(parent_error("signalfd"))
+        .map_err(|error| init.abandon(error))?;
+    // With a terminal, init sends its master once the sandbox's devpts is mounted; if init
+    // failed instead, the socket is closed and its report below says why.
+    let mut relay = None;
+    if plan.settings.tty {
+        let mut received = Vec::with_capacity(1);
+        if let Ok(Some(TERMINAL)) = proc::receive_descriptors(init.socket.as_fd(), &mut received) {
+            if let Some(master) = received.pop() {
+                relay = Some(
+                    Relay::new(master, plan.settings.interactive)
+                        .map_err(parent_error("set up the terminal relay"))
+                        .map_err(|error| init.abandon(error))?,
+                );
+            }
+        }
+    }
+    init.go(hooks)?;
+    init.read_report(plan)?;
+
+    let deadline = plan
+        .settings
+        .timeout
+        .map(|timeout| (started + timeout, timeout));
+    let ending = supervise_init(
+        init.pid,
+        &init.socket,
+        &signal_fd,
+        deadline,
+        init.group.as_ref(),
+        relay.as_mut(),
+    )
+    .map_err(parent_error("waitpid"))?;
+    if let Some(relay) = relay.as_mut() {
+        relay.finish(TERMINAL_DRAIN_LIMIT);
+    }
+    drop(relay);
+    let Some(group) = init.group.take() else {
+        return Ok(ending.status);
+    };
+    // The cgroup can go only when no process is left in it. On v1 hosts only the command and
+    // its descendants joined it, and once init reported the command's end it is usually empty
+    // already: then it is removed while init exits (tearing the namespaces down takes longer
+    // than the removal). Otherwise init's exit ends every process of the sandbox.
+    let empty = !init.init_joined && group.processes().is_ok_and(|pids| pids.is_empty());
+    if !ending.reaped && !empty {
+        let _ = rustix::process::waitpid(Some(init.pid), WaitOptions::empty());
+    }
+    let status = out_of_memory(ending.status, plan, &group);
+    remove_keeping_parents(group);
+    Ok(status)
+}
+
+/// `status`, or [`ExitStatus::OutOfMemory`] when SIGKILL ended it and the cgroup's OOM killer
+/// has been at work.
+pub(crate) fn out_of_memory(
+    status: ExitStatus,
+    plan: &LaunchPlan,
+    group: &cgroup::Cgroup,
+) -> ExitStatus {
+    match (status, plan.settings.limits.memory_bytes) {
+        (ExitStatus::Signaled(9) | ExitStatus::Exited(137), Some(limit_bytes))
+            if group.oom_kills().is_ok_and(|kills| kills > 0) =>
+        {
+            ExitStatus::OutOfMemory { limit_bytes }
+        }
+        (status, _) => status,
+    }
+}
+
+/// Init as the parent sees it between the clone and the command's start.
+pub(crate) struct InitProcess {
+    /// Init's pid in the caller's pid namespace.
+    pub(crate) pid: Pid,
+    /// The parent's end of the socket pair (stream, close-on-exec).
+    pub(crate) socket: OwnedFd,
+    /// The read end of the failure report pipe: a record when a step failed, end of file once
+    /// the command runs.
+    pub(crate) report: OwnedFd,
+    /// The sandbox's cgroup, when the plan has limits.
+    pub(crate) group: Option<cgroup::Cgroup>,
+    /// Whether init itself joined the cgroup (a v2 leaf).
+    pub(crate) init_joined: bool,
+    /// The v1 `tasks` files the commands write themselves into; sent to init with "go".
+    join_files: Vec<OwnedFd>,
+}
+
+impl InitProcess {
+    /// Kills init (and so the whole sandbox) and waits for it; returns `error`.
+    pub(crate) fn abandon(&self, error: LaunchError) -> LaunchError {
+        let _ = rustix::process::kill_process(self.pid, Signal::KILL);
+        let _ = rustix::process::waitpid(Some(self.pid), WaitOptions::empty());
+        error
+    }
+
+    /// Calls [`Hooks::started`], then lets init spawn its command(s), handing it the cgroup
+    /// files they join.
+    pub(crate) fn go(&mut self, hooks: &mut dyn Hooks) -> Result<(), LaunchError> {
+        hooks
+            .started(self.pid.as_raw_nonzero().get().unsigned_abs())
+            .map_err(LaunchError::Network)
+            .map_err(|error| self.abandon(error))?;
+        // If init already failed, the socket is closed; its report says why.
+        let join_files = std::mem::take(&mut self.join_files);
+        let borrowed: Vec<_> = join_files.iter().map(AsFd::as_fd).collect();
+        let _ = proc::send_descriptors(self.socket.as_fd(), GO, &borrowed);
+        Ok(())
+    }
+
+    /// Waits for init's report: end of file once the command runs (or, in a session, once
+    /// init is ready), the failed step otherwise (init is then gone).
+    pub(crate) fn read_report(&mut self, plan: &LaunchPlan) -> Result<(), LaunchError> {
+        let mut record = [0u8; RECORD_SIZE];
+        let read = proc::read_full(&self.report, &mut record).map_err(|errno| {
+            self.abandon(LaunchError::Parent {
+                call: "read",
+                errno,
+            })
+        })?;
+        if read == 0 {
+            return Ok(());
+        }
+        Err(self.abandon(if read == RECORD_SIZE {
+            failure(plan, &record)
+        } else {
+            LaunchError::InitVanished
+        }))
+    }
+}
+
+/// Starts init in the sandbox's namespaces and sets it up from the parent's side: writes its
+/// id maps, prepares its mounts and creates the cgroup (on a second thread meanwhile), and
+/// serves the proxy's listeners through `hooks`. Init runs `init_main` with its end of the
+/// socket and the report pipe's write end, and ends the process itself.
+pub(crate) fn start_init(
+    plan: &LaunchPlan,
+    hooks: &mut dyn Hooks,
+    init_main: &mut dyn FnMut(OwnedFd, OwnedFd),
+) -> Result<InitProcess, LaunchError> {
+    let parent_error = |call| move |errno| LaunchError::Parent { call, errno };
     let (parent_socket, init_socket) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::STREAM,
@@ -322,7 +510,6 @@ fn launch_with_signals_blocked(
     .map_err(parent_error("socketpair"))?;
     let (report_read, report_write) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(parent_error("pipe"))?;
-    let signal_fd = SignalFd::open(signals).map_err(parent_error("signalfd"))?;
 
     let init = match proc::clone_into_namespaces(Namespaces::ALL)
         .map_err(|errno| LaunchError::Namespaces { errno })?
@@ -330,16 +517,9 @@ fn launch_with_signals_blocked(
         Forked::Child => {
             drop(parent_socket);
             drop(report_read);
-            drop(signal_fd);
-            run_init(
-                plan,
-                exec,
-                seccomp,
-                init_socket,
-                report_write,
-                signals,
-                previous_mask,
-            )
+            init_main(init_socket, report_write);
+            // `init_main` ends with the sandbox; should it return, init ends here.
+            proc::exit_immediately(EXIT_SETUP_FAILED)
         }
         Forked::Parent(pid) => pid,
     };
@@ -354,8 +534,8 @@ fn launch_with_signals_blocked(
     // The cgroup is created on a second thread while this one writes init's id maps and
     // prepares its mounts (an overlay for an image), and init mounts the sandbox's filesystem
     // meanwhile: the three cost about the same, and none waits for another. Init spawns the
-    // command only after the "go" below, and the command joins the cgroup before its first
-    // step. (Init was cloned before the thread exists, so no lock can be held across a fork.)
+    // command only after the "go", and the command joins the cgroup before its first step.
+    // (Init was cloned before the thread exists, so no lock can be held across a fork.)
     let wants_cgroup = plan.settings.limits.needs_cgroup() && !plan.settings.skip.cgroups;
     let (configured, joining) = std::thread::scope(|scope| {
         let creating = wants_cgroup.then(|| scope.spawn(|| create_cgroup(plan, init)));
@@ -376,9 +556,8 @@ fn launch_with_signals_blocked(
         }
         None => (None, Vec::new(), false),
     };
-    // With the proxy network, init sends its listeners once the namespace is set up, then
-    // (with a terminal) the terminal's master; if init failed instead, the socket is closed and
-    // its report below says why.
+    // With the proxy network, init sends its listeners once the namespace is set up; if init
+    // failed instead, the socket is closed and its report says why.
     if let Network::Proxy { tcp_ports } = &plan.settings.network {
         let mut received = Vec::with_capacity(5 + tcp_ports.len());
         if let Ok(Some(NETWORK)) = proc::receive_descriptors(parent_socket.as_fd(), &mut received) {
@@ -393,80 +572,14 @@ fn launch_with_signals_blocked(
                 .map_err(abandon)?;
         }
     }
-    let mut relay = None;
-    if plan.settings.tty {
-        let mut received = Vec::with_capacity(1);
-        if let Ok(Some(TERMINAL)) = proc::receive_descriptors(parent_socket.as_fd(), &mut received)
-        {
-            if let Some(master) = received.pop() {
-                relay = Some(
-                    Relay::new(master, plan.settings.interactive)
-                        .map_err(parent_error("set up the terminal relay"))
-                        .map_err(abandon)?,
-                );
-            }
-        }
-    }
-    hooks
-        .started(init.as_raw_nonzero().get().unsigned_abs())
-        .map_err(LaunchError::Network)
-        .map_err(abandon)?;
-    // If init already failed, the socket is closed; its report below says why.
-    let borrowed: Vec<_> = join_files.iter().map(AsFd::as_fd).collect();
-    let _ = proc::send_descriptors(parent_socket.as_fd(), GO, &borrowed);
-    drop(borrowed);
-    drop(join_files);
-
-    let mut record = [0u8; RECORD_SIZE];
-    let read = proc::read_full(&report_read, &mut record).map_err(parent_error("read"))?;
-    drop(report_read);
-    if read != 0 {
-        let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
-        return Err(if read == RECORD_SIZE {
-            failure(plan, &record)
-        } else {
-            LaunchError::InitVanished
-        });
-    }
-
-    let deadline = plan
-        .settings
-        .timeout
-        .map(|timeout| (started + timeout, timeout));
-    let ending = supervise_init(
-        init,
-        &parent_socket,
-        &signal_fd,
-        deadline,
-        group.as_ref(),
-        relay.as_mut(),
-    )
-    .map_err(parent_error("waitpid"))?;
-    if let Some(relay) = relay.as_mut() {
-        relay.finish(TERMINAL_DRAIN_LIMIT);
-    }
-    drop(relay);
-    let Some(group) = group else {
-        return Ok(ending.status);
-    };
-    // The cgroup can go only when no process is left in it. On v1 hosts only the command and
-    // its descendants joined it, and once init reported the command's end it is usually empty
-    // already: then it is removed while init exits (tearing the namespaces down takes longer
-    // than the removal). Otherwise init's exit ends every process of the sandbox.
-    let empty = !init_joined && group.processes().is_ok_and(|pids| pids.is_empty());
-    if !ending.reaped && !empty {
-        let _ = rustix::process::waitpid(Some(init), WaitOptions::empty());
-    }
-    let status = match (ending.status, plan.settings.limits.memory_bytes) {
-        (ExitStatus::Signaled(9) | ExitStatus::Exited(137), Some(limit_bytes))
-            if group.oom_kills().is_ok_and(|kills| kills > 0) =>
-        {
-            ExitStatus::OutOfMemory { limit_bytes }
-        }
-        (status, _) => status,
-    };
-    remove_keeping_parents(group);
-    Ok(status)
+    Ok(InitProcess {
+        pid: init,
+        socket: parent_socket,
+        report: report_read,
+        group,
+        init_joined,
+        join_files,
+    })
 }
 
 /// Removes the sandbox's own cgroup directories and keeps the shared `hardbox/` parents, which
@@ -476,7 +589,7 @@ fn launch_with_signals_blocked(
 /// [`cgroup::Cgroup::remove`] retries (and removes the parents if empty, as it always does).
 ///
 /// Best effort: `hardbox system gc` sweeps leftovers of killed CLIs.
-fn remove_keeping_parents(mut group: cgroup::Cgroup) {
+pub(crate) fn remove_keeping_parents(mut group: cgroup::Cgroup) {
     if group.remove_leaves().is_err() {
         let _ = group.remove();
     }
@@ -491,11 +604,11 @@ const NETWORK: u8 = 3;
 /// How long the parent waits, after the command ended, for the last of its terminal output.
 const TERMINAL_DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Size of the status record init sends when the command has ended.
-const STATUS_SIZE: usize = 8;
+pub(crate) const STATUS_SIZE: usize = 8;
 const STATUS_EXITED: u32 = 1;
 const STATUS_SIGNALED: u32 = 2;
 
-fn encode_status(status: ExitStatus) -> [u8; STATUS_SIZE] {
+pub(crate) fn encode_status(status: ExitStatus) -> [u8; STATUS_SIZE] {
     let (kind, value) = match status {
         ExitStatus::Signaled(signal) => (STATUS_SIGNALED, signal),
         other => (STATUS_EXITED, other.code()),
@@ -506,7 +619,7 @@ fn encode_status(status: ExitStatus) -> [u8; STATUS_SIZE] {
     record
 }
 
-fn decode_status(record: &[u8; STATUS_SIZE]) -> ExitStatus {
+pub(crate) fn decode_status(record: &[u8; STATUS_SIZE]) -> ExitStatus {
     let mut kind = [0u8; 4];
     kind.copy_from_slice(&record[..4]);
     let mut value = [0u8; 4];
@@ -740,42 +853,48 @@ fn supervise_init(
     }
 }
 
-/// The error a failure record describes.
+/// The error a failure record of the launch describes.
 fn failure(plan: &LaunchPlan, record: &[u8; RECORD_SIZE]) -> LaunchError {
+    failure_in(&plan.setup, &plan.command, &plan.settings.program, record)
+}
+
+/// The error a failure record describes, given the steps init (`setup`) and the command
+/// (`command`, ending with the exec of `program`) applied.
+pub(crate) fn failure_in(
+    setup: &[Step],
+    command: &[Step],
+    program: &str,
+    record: &[u8; RECORD_SIZE],
+) -> LaunchError {
     let (phase, index, errno) = decode(record);
-    if phase == PHASE_NETWORK {
-        return LaunchError::Step {
-            step: "open the network proxy's listeners in the sandbox".to_owned(),
-            errno,
-        };
-    }
-    if phase == PHASE_TERMINAL {
-        let step = if index == 0 {
-            "open a terminal in the sandbox (/dev/ptmx)"
-        } else {
-            "make the terminal the command's controlling terminal"
-        };
+    let fixed = match phase {
+        PHASE_NETWORK => Some("open the network proxy's listeners in the sandbox"),
+        PHASE_TERMINAL if index == 0 => Some("open a terminal in the sandbox (/dev/ptmx)"),
+        PHASE_TERMINAL => Some("make the terminal the command's controlling terminal"),
+        PHASE_CGROUP => Some("join the sandbox's cgroup"),
+        PHASE_STDIO => Some("connect the command's stdin, stdout and stderr"),
+        PHASE_SESSION => Some(match index {
+            0 => "mark init's descriptors close-on-exec",
+            1 => "make init non-dumpable",
+            _ => "watch for the end of the sandbox's processes (signalfd)",
+        }),
+        PHASE_TRACE => Some("install the exec tracer in the sandbox's init"),
+        PHASE_REQUEST => Some("read the exec request"),
+        PHASE_SPAWN => Some("start the command's process"),
+        _ => None,
+    };
+    if let Some(step) = fixed {
         return LaunchError::Step {
             step: step.to_owned(),
             errno,
         };
     }
-    if phase == PHASE_CGROUP {
-        return LaunchError::Step {
-            step: "join the sandbox's cgroup".to_owned(),
-            errno,
-        };
-    }
-    let steps = if phase == PHASE_SETUP {
-        &plan.setup
-    } else {
-        &plan.command
-    };
+    let steps = if phase == PHASE_SETUP { setup } else { command };
     let Some(step) = steps.get(index) else {
         return LaunchError::InitVanished;
     };
     if *step == Step::Execute {
-        let program = plan.settings.program.clone();
+        let program = program.to_owned();
         return if errno == Errno::NOENT {
             LaunchError::CommandNotFound { program }
         } else {
@@ -877,7 +996,7 @@ fn supervise(target: Pid, reap_all: bool, signals: &SignalSet) -> Result<ExitSta
     }
 }
 
-fn exit_status(status: WaitStatus) -> ExitStatus {
+pub(crate) fn exit_status(status: WaitStatus) -> ExitStatus {
     if let Some(signal) = status.terminating_signal() {
         ExitStatus::Signaled(signal)
     } else {
@@ -886,28 +1005,36 @@ fn exit_status(status: WaitStatus) -> ExitStatus {
 }
 
 /// Reports a failed step to the parent and ends the process.
-fn fail(report: &OwnedFd, phase: u32, index: usize, errno: Errno, code: i32) -> ! {
+pub(crate) fn fail(report: &OwnedFd, phase: u32, index: usize, errno: Errno, code: i32) -> ! {
     // If the parent is gone there is no one to tell.
     let _ = proc::write_all(report, &encode(phase, index, errno));
     proc::exit_immediately(code)
 }
 
-/// pid 1 of the sandbox: waits for the id maps, applies the setup steps, spawns the command,
-/// then reaps and forwards signals until the command ends, and exits with its status.
-fn run_init(
+/// What init has once the sandbox is set up and the parent said "go".
+pub(crate) struct InitReady {
+    /// The v1 `tasks` files each command writes itself into (writing `0`: itself).
+    pub(crate) join_files: Vec<OwnedFd>,
+    /// The slave of the command's terminal, when `prepare_init` was asked for one.
+    pub(crate) terminal: Option<OwnedFd>,
+}
+
+/// In init, everything before a command is spawned: waits for the id maps and the parent's
+/// mounts, applies the setup steps, opens the proxy's listeners (sent to the parent) and, with
+/// `terminal`, a terminal (its master sent to the parent), then waits for the parent's "go".
+/// With `new_session` init leaves the caller's session first. A failing step is reported and
+/// ends init.
+pub(crate) fn prepare_init(
     plan: &LaunchPlan,
-    exec: &ExecTarget,
     seccomp: Option<&SeccompProgram>,
-    socket: OwnedFd,
-    report: OwnedFd,
-    signals: &SignalSet,
-    previous_mask: &SignalSet,
-) -> ! {
+    socket: &OwnedFd,
+    report: &OwnedFd,
+    terminal: bool,
+    new_session: bool,
+) -> InitReady {
     // If the parent dies, so does the sandbox (the kernel then kills every process in it).
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
-    // With a terminal of its own, the sandbox leaves the CLI's session, so keys and window
-    // changes on the CLI's terminal signal only the CLI (which relays them once), not init too.
-    if plan.settings.tty {
+    if new_session {
         let _ = rustix::process::setsid();
     }
     let mut mounts = Vec::with_capacity(sys::process::MAX_DESCRIPTORS);
@@ -922,11 +1049,11 @@ fn run_init(
         mounts: &mounts,
         landlock: &plan.landlock,
         seccomp: seccomp.map(|filter| filter as &dyn sys::SeccompFilter),
-        exec: Some(exec),
+        exec: None,
     };
     if let Err(failure) = apply(&plan.setup, &mut linux, &resources) {
         fail(
-            &report,
+            report,
             PHASE_SETUP,
             failure.index,
             failure.errno,
@@ -948,11 +1075,11 @@ fn run_init(
                     proc::exit_immediately(EXIT_SETUP_FAILED);
                 }
             }
-            Err(errno) => fail(&report, PHASE_NETWORK, 0, errno, EXIT_SETUP_FAILED),
+            Err(errno) => fail(report, PHASE_NETWORK, 0, errno, EXIT_SETUP_FAILED),
         }
     }
     // The command's terminal belongs to the sandbox's devpts, now mounted.
-    let terminal = if plan.settings.tty {
+    let terminal = if terminal {
         match terminal::open_pair() {
             Ok((master, slave)) => {
                 if proc::send_descriptors(socket.as_fd(), TERMINAL, &[master.as_fd()]).is_err() {
@@ -960,38 +1087,62 @@ fn run_init(
                 }
                 Some(slave)
             }
-            Err(errno) => fail(&report, PHASE_TERMINAL, 0, errno, EXIT_SETUP_FAILED),
+            Err(errno) => fail(report, PHASE_TERMINAL, 0, errno, EXIT_SETUP_FAILED),
         }
     } else {
         None
     };
-    // The parent says "go" with the cgroup files the command joins (writing `0`: itself).
+    // The parent says "go" with the cgroup files the commands join (writing `0`: itself).
     let mut join_files = Vec::with_capacity(sys::process::MAX_DESCRIPTORS);
     match proc::receive_descriptors(socket.as_fd(), &mut join_files) {
         Ok(Some(GO)) => {}
         _ => proc::exit_immediately(EXIT_SETUP_FAILED),
     }
+    InitReady {
+        join_files,
+        terminal,
+    }
+}
+
+/// pid 1 of the sandbox (`run`): sets the sandbox up, spawns the command, then reaps and
+/// forwards signals until the command ends, and exits with its status.
+fn run_init(
+    plan: &LaunchPlan,
+    exec: &ExecTarget,
+    seccomp: Option<&SeccompProgram>,
+    socket: OwnedFd,
+    report: OwnedFd,
+    signals: &SignalSet,
+    previous_mask: &SignalSet,
+) -> ! {
+    // With a terminal of its own, the sandbox leaves the CLI's session, so keys and window
+    // changes on the CLI's terminal signal only the CLI (which relays them once), not init too.
+    let tty = plan.settings.tty;
+    let ready = prepare_init(plan, seccomp, &socket, &report, tty, tty);
     let resources = Resources {
         mounts: &[],
         landlock: &plan.landlock,
         seccomp: seccomp.map(|filter| filter as &dyn sys::SeccompFilter),
         exec: Some(exec),
     };
+    let stdio = match &ready.terminal {
+        Some(slave) => CommandStdio::Terminal(slave),
+        None => CommandStdio::Inherit,
+    };
 
     // The command shares init's memory until it execs (init waits meanwhile): nothing of
     // init's address space is copied for a process that is about to replace it.
     let spawned = proc::spawn_sharing_memory(&mut || {
         run_command(
-            plan,
+            &plan.command,
             &resources,
-            &join_files,
-            terminal.as_ref(),
+            &ready.join_files,
+            &stdio,
             &report,
             previous_mask,
         )
     });
-    drop(join_files);
-    drop(terminal);
+    drop(ready);
     let command = match spawned {
         Ok(pid) => pid,
         Err(errno) => fail(
@@ -1009,38 +1160,62 @@ fn run_init(
     proc::exit_immediately(status.code())
 }
 
-/// The command's process: joins the sandbox's cgroup, takes its terminal (with `-t`), restores the signal state the CLI
-/// started with, applies the command steps (the last is exec) and reports whichever fails.
+/// Where a command's stdin, stdout and stderr come from.
+pub(crate) enum CommandStdio<'a> {
+    /// Init's own (the CLI's, for `run`).
+    Inherit,
+    /// The slave of its terminal, which also becomes its controlling terminal (new session).
+    Terminal(&'a OwnedFd),
+    /// Three descriptors (stdin, stdout, stderr), numbered 3 or above; the command gets a new
+    /// session without a controlling terminal.
+    Descriptors(&'a [OwnedFd; 3]),
+}
+
+/// A command's process: joins the sandbox's cgroup, takes its stdio (with `-t`, its
+/// terminal), sets its signal mask to `mask` with default dispositions, applies `steps` (the
+/// last is exec) and reports whichever fails.
 ///
-/// It shares init's memory until exec, so it drops nothing it borrows; the cgroup files close
-/// on exec.
-fn run_command(
-    plan: &LaunchPlan,
+/// It shares init's memory until exec, so it drops nothing it borrows; every descriptor init
+/// holds is close-on-exec.
+pub(crate) fn run_command(
+    steps: &[Step],
     resources: &Resources<'_>,
     join_files: &[OwnedFd],
-    terminal: Option<&OwnedFd>,
+    stdio: &CommandStdio<'_>,
     report: &OwnedFd,
-    previous_mask: &SignalSet,
+    mask: &SignalSet,
 ) -> ! {
     for file in join_files {
         if let Err(errno) = proc::write_all(file, b"0") {
             fail(report, PHASE_CGROUP, 0, errno, EXIT_SETUP_FAILED);
         }
     }
-    if let Some(slave) = terminal {
-        if let Err(errno) = terminal::attach(slave) {
-            fail(report, PHASE_TERMINAL, 1, errno, EXIT_SETUP_FAILED);
+    match stdio {
+        CommandStdio::Inherit => {}
+        CommandStdio::Terminal(slave) => {
+            if let Err(errno) = terminal::attach(slave) {
+                fail(report, PHASE_TERMINAL, 1, errno, EXIT_SETUP_FAILED);
+            }
+        }
+        CommandStdio::Descriptors([stdin, stdout, stderr]) => {
+            let connected = rustix::process::setsid()
+                .map(drop)
+                .and_then(|()| rustix::stdio::dup2_stdin(stdin))
+                .and_then(|()| rustix::stdio::dup2_stdout(stdout))
+                .and_then(|()| rustix::stdio::dup2_stderr(stderr));
+            if let Err(errno) = connected {
+                fail(report, PHASE_STDIO, 0, errno, EXIT_SETUP_FAILED);
+            }
         }
     }
-    let prepared =
-        proc::set_signal_mask(previous_mask).and_then(|_| proc::reset_signal_dispositions());
+    let prepared = proc::set_signal_mask(mask).and_then(|_| proc::reset_signal_dispositions());
     if let Err(errno) = prepared {
         fail(report, PHASE_COMMAND, 0, errno, EXIT_SETUP_FAILED);
     }
     let mut linux = Linux;
-    match apply(&plan.command, &mut linux, resources) {
+    match apply(steps, &mut linux, resources) {
         Err(failure) => {
-            let code = if plan.command.get(failure.index) == Some(&Step::Execute) {
+            let code = if steps.get(failure.index) == Some(&Step::Execute) {
                 if failure.errno == Errno::NOENT {
                     127
                 } else {

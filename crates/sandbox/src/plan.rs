@@ -948,6 +948,43 @@ impl LaunchPlan {
             .map_or(DEFAULT_PATH, |(_, value)| value.as_str())
     }
 
+    /// The steps of a command started later in the running sandbox (a session's exec): the
+    /// command's own steps, as `user` (uid, gid) when given, in `working_directory` when
+    /// given. The identity switch takes the place of the command's own, before the
+    /// capabilities are dropped (only ids the sandbox maps can be switched to: the kernel
+    /// refuses others with `EINVAL`); the directory is entered right after it, with the user's
+    /// permissions.
+    pub fn exec_steps(
+        &self,
+        working_directory: Option<&Path>,
+        user: Option<(u32, u32)>,
+    ) -> Vec<Step> {
+        // Rootless sandboxes deny setgroups (one id mapped, no supplementary groups to drop).
+        let clear_groups = matches!(self.settings.identity, Identity::Root { .. });
+        let mut steps = Vec::with_capacity(self.command.len() + 2);
+        for step in &self.command {
+            if user.is_some() && matches!(step, Step::SetIdentity { .. }) {
+                continue;
+            }
+            if *step == Step::ClearCapabilities {
+                if let Some((uid, gid)) = user {
+                    steps.push(Step::SetIdentity {
+                        uid,
+                        gid,
+                        clear_groups,
+                    });
+                }
+                if let Some(path) = working_directory {
+                    steps.push(Step::ChangeDirectory {
+                        path: path.to_owned(),
+                    });
+                }
+            }
+            steps.push(step.clone());
+        }
+        steps
+    }
+
     /// The environment as `KEY=VALUE` strings.
     pub fn environment_strings(&self) -> Vec<String> {
         self.settings
@@ -1048,6 +1085,46 @@ pub(crate) mod tests {
         let mut settings = settings(ROOTLESS);
         change(&mut settings);
         assert_eq!(LaunchPlan::new(settings), Err(expected));
+    }
+
+    #[test]
+    fn exec_steps_switch_user_and_directory_before_capabilities_are_dropped() {
+        let plan = plan(settings(Identity::Root {
+            uid: 1000,
+            gid: 1000,
+        }));
+        assert_eq!(plan.exec_steps(None, None), plan.command);
+        let steps = plan.exec_steps(Some(Path::new("/srv")), Some((5, 6)));
+        let switch = Step::SetIdentity {
+            uid: 5,
+            gid: 6,
+            clear_groups: true,
+        };
+        let position = |wanted: &Step| steps.iter().position(|step| step == wanted);
+        let identities = steps
+            .iter()
+            .filter(|step| matches!(step, Step::SetIdentity { .. }))
+            .count();
+        assert_eq!(identities, 1, "{steps:?}");
+        let switched = position(&switch).unwrap_or_else(|| panic!("no switch: {steps:?}"));
+        let entered = position(&Step::ChangeDirectory {
+            path: "/srv".into(),
+        });
+        assert_eq!(entered, Some(switched + 1), "{steps:?}");
+        assert_eq!(position(&Step::ClearCapabilities), Some(switched + 2));
+        assert_eq!(steps.last(), Some(&Step::Execute));
+
+        // Rootless: no supplementary groups to clear (setgroups is denied).
+        let rootless = plan_rootless().exec_steps(None, Some((0, 0)));
+        assert!(rootless.contains(&Step::SetIdentity {
+            uid: 0,
+            gid: 0,
+            clear_groups: false
+        }));
+    }
+
+    fn plan_rootless() -> LaunchPlan {
+        plan(settings(ROOTLESS))
     }
 
     #[test]

@@ -15,6 +15,12 @@
 //! The parent relays without ever blocking on the master: it is non-blocking, and stdin is read
 //! only when what was read before has been written, so a command that writes without reading
 //! cannot stall the relay.
+//!
+//! [`Relay`] is public for the CLI side of `exec -t`, which receives the master of an exec'd
+//! command's terminal ([`crate::SessionEvent::Started`]) and relays it the same way: poll the
+//! descriptors [`Relay::poll_fds`] adds (next to its own), hand the results to [`Relay::pump`],
+//! call [`Relay::resize`] on SIGWINCH (the caller owns its signal handling), and once the
+//! command ended, [`Relay::finish`]. Dropping the relay restores the CLI's terminal settings.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 
@@ -55,7 +61,8 @@ const DEFAULT_SIZE: Winsize = Winsize {
 const END_OF_FILE: u8 = 0x04;
 
 /// The parent's side: the master, relayed to the CLI's stdin and stdout.
-pub(crate) struct Relay {
+#[derive(Debug)]
+pub struct Relay {
     master: OwnedFd,
     /// Whether the command's side is still open (reads return `EIO` once every slave closed).
     open: bool,
@@ -71,7 +78,7 @@ pub(crate) struct Relay {
 
 /// What [`Relay::poll_fds`] asked about, in order after the caller's own descriptors.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Interest {
+pub struct Interest {
     master: Option<usize>,
     stdin: Option<usize>,
 }
@@ -80,7 +87,7 @@ impl Relay {
     /// Takes over the master: copies the CLI's window size to it, and with `interactive`
     /// forwards stdin, putting the CLI's terminal (if stdin is one) in raw mode so keys such
     /// as `^C` reach the command's terminal instead of signalling the CLI.
-    pub(crate) fn new(master: OwnedFd, interactive: bool) -> Result<Relay, Errno> {
+    pub fn new(master: OwnedFd, interactive: bool) -> Result<Relay, Errno> {
         rustix::io::ioctl_fionbio(&master, true)?;
         let mut relay = Relay {
             master,
@@ -104,7 +111,7 @@ impl Relay {
 
     /// Copies the CLI's window size (of stdin, else stdout) to the command's terminal; the
     /// kernel sends the command SIGWINCH when it changes.
-    pub(crate) fn resize(&self) {
+    pub fn resize(&self) {
         let size = [rustix::stdio::stdin(), rustix::stdio::stdout()]
             .into_iter()
             .find_map(|fd| termios::tcgetwinsize(fd).ok())
@@ -115,7 +122,7 @@ impl Relay {
     }
 
     /// Appends the relay's descriptors to `fds` and says where they are.
-    pub(crate) fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) -> Interest {
+    pub fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) -> Interest {
         let mut interest = Interest::default();
         if self.open {
             let mut events = PollFlags::IN;
@@ -132,8 +139,15 @@ impl Relay {
         interest
     }
 
-    /// Moves what is ready, given the events `poll` returned for the relay's descriptors.
-    pub(crate) fn pump(&mut self, interest: Interest, events: &[PollFlags]) {
+    /// Whether the command's side of the terminal is still open (every copy of its slave
+    /// closed: the command and whatever it started are gone).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Moves what is ready, given the events `poll` returned for the relay's descriptors
+    /// (the whole list `poll` filled, indexed as [`Relay::poll_fds`] said).
+    pub fn pump(&mut self, interest: Interest, events: &[PollFlags]) {
         let ready = |index: Option<usize>| {
             index
                 .and_then(|index| events.get(index))
@@ -212,7 +226,7 @@ impl Relay {
 
     /// After the command ended: copies what it wrote last, waiting until its side of the
     /// terminal is closed (init's exit closes every copy) or `limit` passes.
-    pub(crate) fn finish(&mut self, limit: std::time::Duration) {
+    pub fn finish(&mut self, limit: std::time::Duration) {
         let deadline = std::time::Instant::now() + limit;
         while self.open && !self.drain_output() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());

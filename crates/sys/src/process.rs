@@ -186,6 +186,37 @@ pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> Result<rustix::pr
     }
 }
 
+/// Marks every descriptor from `first` up close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`, Linux 5.11), so no program the process execs later inherits one it
+/// did not hand over on purpose (`dup2` onto 0, 1 or 2 gives a copy without the flag).
+pub fn set_close_on_exec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: `close_range` takes plain integers; with CLOSE_RANGE_CLOEXEC it closes nothing,
+    // it only sets a flag on descriptors this process owns, so no owner loses its descriptor.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            libc::c_uint::from(first),
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if result < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL));
+    }
+    Ok(())
+}
+
+/// Sends `signal` to every process the caller may signal but itself (`kill(-1, signal)`): in
+/// a pid namespace's init, every other process of the namespace.
+pub fn signal_all_others(signal: i32) -> Result<(), Errno> {
+    // SAFETY: `kill` takes plain integers and touches no memory of this process.
+    let result = unsafe { libc::kill(-1, signal) };
+    if result < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL));
+    }
+    Ok(())
+}
+
 /// Ends the process at once with `code`, without running destructors or flushing stdio
 /// buffers (which belong to the parent's copy in a forked child).
 pub fn exit_immediately(code: i32) -> ! {
@@ -575,6 +606,70 @@ pub fn receive_descriptors(
         return Ok(None);
     }
     Ok(Some(byte[0]))
+}
+
+/// Sends `bytes` with `descriptors` (at most [`MAX_DESCRIPTORS`]) in one `sendmsg` on a
+/// stream socket; returns how many bytes went (the descriptors travel with the first of them,
+/// so a caller sending the rest sends it without descriptors). Never raises `SIGPIPE`
+/// (`MSG_NOSIGNAL`); with `nonblocking`, a full socket gives `EAGAIN` (`MSG_DONTWAIT`).
+/// `EINTR` is retried.
+pub fn send_message(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    descriptors: &[BorrowedFd<'_>],
+    nonblocking: bool,
+) -> Result<usize, Errno> {
+    if descriptors.len() > MAX_DESCRIPTORS {
+        return Err(Errno::TOOBIG);
+    }
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_DESCRIPTORS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !descriptors.is_empty() && !control.push(SendAncillaryMessage::ScmRights(descriptors)) {
+        return Err(Errno::TOOBIG);
+    }
+    let mut flags = SendFlags::NOSIGNAL;
+    if nonblocking {
+        flags |= SendFlags::DONTWAIT;
+    }
+    loop {
+        match rustix::net::sendmsg(socket, &[IoSlice::new(bytes)], &mut control, flags) {
+            Err(Errno::INTR) => {}
+            other => return other,
+        }
+    }
+}
+
+/// Receives up to `buffer.len()` bytes from a stream socket, appending the descriptors that
+/// came with them (close-on-exec) to `descriptors`; returns how many bytes came, 0 at end of
+/// stream. With `nonblocking`, nothing to read gives `EAGAIN` (`MSG_DONTWAIT`). `EINTR` is
+/// retried. Descriptors the kernel could not deliver (`MSG_CTRUNC`) give `EMFILE`.
+pub fn receive_message(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8],
+    descriptors: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> Result<usize, Errno> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_DESCRIPTORS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let received = loop {
+        match rustix::net::recvmsg(socket, &mut [IoSliceMut::new(buffer)], &mut control, flags) {
+            Err(Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = message {
+            descriptors.extend(fds);
+        }
+    }
+    if received.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(Errno::MFILE);
+    }
+    Ok(received.bytes)
 }
 
 /// Writes all of `bytes` to `fd`, retrying on `EINTR`. Does not allocate.
