@@ -193,7 +193,8 @@ pub(crate) const PHASE_TERMINAL: u32 = 4;
 const PHASE_NETWORK: u32 = 5;
 /// Connecting a command's stdin, stdout and stderr failed.
 const PHASE_STDIO: u32 = 6;
-/// Session init's own hardening failed: index 0 close-on-exec, 1 non-dumpable, 2 signalfd.
+/// Session init's own hardening failed: index 0 close-on-exec, 1 non-dumpable, 2 signalfd,
+/// 3 signal dispositions.
 pub(crate) const PHASE_SESSION: u32 = 7;
 /// The exec tracer's hook failed in init.
 pub(crate) const PHASE_TRACE: u32 = 8;
@@ -876,7 +877,8 @@ pub(crate) fn failure_in(
         PHASE_SESSION => Some(match index {
             0 => "mark init's descriptors close-on-exec",
             1 => "make init non-dumpable",
-            _ => "watch for the end of the sandbox's processes (signalfd)",
+            2 => "watch for the end of the sandbox's processes (signalfd)",
+            _ => "reset init's signal handlers",
         }),
         PHASE_TRACE => Some("install the exec tracer in the sandbox's init"),
         PHASE_REQUEST => Some("read the exec request"),

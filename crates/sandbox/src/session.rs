@@ -23,7 +23,8 @@
 //!   are refused to processes without `CAP_SYS_PTRACE`, which no command has), every
 //!   descriptor it holds is close-on-exec (so no command inherits the control socket, the
 //!   cgroup files or another command's stdio), and as pid 1 of its pid namespace it ignores
-//!   every signal from inside but SIGCHLD, which only makes it reap;
+//!   every signal from inside but SIGCHLD, which only makes it reap (none of the supervisor's
+//!   signal handlers survives in it);
 //! - init dies with the supervisor (parent-death signal KILL), and with init the kernel kills
 //!   every process of the sandbox;
 //! - the supervisor's side never blocks in [`Session::next_event`], installs no signal handler
@@ -917,6 +918,12 @@ fn serve(
     report: OwnedFd,
 ) -> ! {
     let ready = prepare_init(plan, seccomp, &socket, &report, false, true);
+    // Init is a copy of the supervisor: none of the supervisor's signal handlers may run in
+    // it (a sandbox process signalling pid 1 would run them, writing to the supervisor's
+    // self-pipes). With default actions, pid 1 of a namespace drops every signal from inside.
+    if let Err(errno) = proc::reset_all_signal_dispositions() {
+        fail(&report, PHASE_SESSION, 3, errno, EXIT_SETUP_FAILED);
+    }
     // Whatever the supervisor held when it cloned init is not for the sandbox's commands.
     if let Err(errno) = proc::set_close_on_exec_from(3) {
         fail(&report, PHASE_SESSION, 0, errno, EXIT_SETUP_FAILED);

@@ -469,6 +469,15 @@ fn exec_is_isolated_like_run(mode: Mode) {
          else echo $f denied; fi; done",
     );
     assert_eq!(init, "mem denied\nenviron denied\n");
+    // Signals from inside do not reach init (the supervisor's handlers do not run in it).
+    assert_eq!(
+        probe(
+            &mut session,
+            "for s in TERM USR1 HUP INT KILL; do kill -$s 1; done; echo sent"
+        ),
+        "sent\n"
+    );
+    assert_eq!(probe(&mut session, "echo alive"), "alive\n");
     // Nothing of init's leaks into a command: the shell (which `ls` lists from outside, with
     // no pipe or substitution open in the shell meanwhile) holds its stdio and nothing else.
     let fds = probe(&mut session, "ls /proc/$$/fd");

@@ -414,6 +414,29 @@ pub fn reset_signal_dispositions() -> Result<(), Errno> {
     Ok(())
 }
 
+/// Restores the default action of every signal (SIGKILL and SIGSTOP cannot change), so a
+/// process forked from one that installed handlers or ignores signals runs none of its
+/// handlers and passes no ignored signal on across exec.
+pub fn reset_all_signal_dispositions() -> Result<(), Errno> {
+    let last = libc::SIGRTMAX();
+    for signal in 1..=last {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is a valid disposition for every signal; no handler pointer is
+        // involved. Numbers the C library keeps for itself are refused with EINVAL.
+        let previous = unsafe { libc::signal(signal, libc::SIG_DFL) };
+        if previous == libc::SIG_ERR {
+            let errno =
+                Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL);
+            if errno != Errno::INVAL {
+                return Err(errno);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A program to exec, with everything `execve` needs built before fork so that exec does not
 /// allocate.
 pub struct ExecTarget {
