@@ -14,9 +14,14 @@
 //! - the cache lives outside `blobs/`, so the store's fsck does not see it;
 //! - files are owned by the sandbox's ids as the host sees them: shifted into the root-mode
 //!   range as root, the caller's own (root inside) rootless;
-//! - a [`Scratch`] directory is removed when it is dropped.
+//! - a sandbox writes over its image into a [`Scratch`]: either a directory in the store
+//!   ([`Scratch::create`], kept on disk while it lives and removed when it is dropped), or, for a
+//!   throw-away sandbox as root, a detached tmpfs ([`Scratch::in_memory`]) that no path on the
+//!   host reaches, whose writes are charged to the writer's memory cgroup, and which the kernel
+//!   frees with its last reference: nothing is created or removed on the store's disk.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -125,6 +130,9 @@ const OWNER_LOCK: &str = "lock";
 /// In the cache directory: held shared while a directory is created and its owner lock taken,
 /// exclusive while [`sweep`] runs, so a sweep never sees a directory before its owner holds it.
 const CREATION_LOCK: &str = ".lock";
+/// In the cache directory: held shared by every sandbox with an in-memory scratch (it has no
+/// directory with an owner lock), so [`sweep`] knows a cached root filesystem may be in use.
+const IN_USE_LOCK: &str = ".in-use";
 
 /// Creates `path` (a directory) and takes its owner lock, under the cache's creation lock.
 fn create_owned(cache: &Path, path: &Path) -> Result<fsutil::Lock, RootfsError> {
@@ -220,21 +228,42 @@ fn unpack(
     Ok(())
 }
 
-/// A sandbox's own overlay upper and work directories, next to the cache (overlayfs needs
-/// them on one filesystem), removed on drop.
+/// A sandbox's own overlay upper and work directories (overlayfs needs them on one
+/// filesystem), gone when it is dropped.
 #[derive(Debug)]
 pub struct Scratch {
-    path: PathBuf,
+    /// Where the sandbox's writes land. For [`Scratch::in_memory`], a `/proc/self/fd/...` path:
+    /// valid in this process, while the scratch lives.
     pub upper: PathBuf,
+    /// Overlayfs's work directory, on the same filesystem as `upper`.
     pub work: PathBuf,
-    /// Held while the sandbox lives (its init inherits it too), so `hardbox system gc` leaves
-    /// the directory alone.
-    _owner: fsutil::Lock,
+    storage: Storage,
+}
+
+/// What holds a scratch's directories.
+#[derive(Debug)]
+enum Storage {
+    /// A directory next to the cache, removed on drop.
+    Directory {
+        path: PathBuf,
+        /// Held while the sandbox lives (its init inherits it too), so `hardbox system gc`
+        /// leaves the directory alone.
+        _owner: fsutil::Lock,
+    },
+    /// A detached tmpfs; the kernel frees it with the last reference (this descriptor, the
+    /// overlay using it).
+    Memory {
+        _filesystem: OwnedFd,
+        /// The cache's in-use lock, held shared while the sandbox lives (its init inherits it
+        /// too), so `hardbox system gc` leaves the cached root filesystems alone.
+        _in_use: fsutil::Lock,
+    },
 }
 
 impl Scratch {
-    /// Creates a scratch directory for a sandbox of `image`. The upper directory gets the
-    /// owner and mode of the image's root, which it stands for in the overlay.
+    /// Creates a scratch directory in the store for a sandbox of `image`: on disk, for
+    /// sandboxes whose writes must outlive a process or exceed memory. The upper directory
+    /// gets the owner and mode of the image's root, which it stands for in the overlay.
     ///
     /// # Errors
     ///
@@ -246,8 +275,10 @@ impl Scratch {
         let scratch = Scratch {
             upper: path.join("upper"),
             work: path.join("work"),
-            path,
-            _owner: owner,
+            storage: Storage::Directory {
+                path: path.clone(),
+                _owner: owner,
+            },
         };
         let root = fs::metadata(&image.directory).map_err(write_error(&image.directory))?;
         for directory in [&scratch.upper, &scratch.work] {
@@ -265,16 +296,105 @@ impl Scratch {
         Ok(scratch)
     }
 
-    /// The scratch directory (holding `upper` and `work`).
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Creates a scratch in memory for a throw-away sandbox of `image`: a tmpfs of
+    /// `size_bytes` (the sandbox's memory limit; `None`: the tmpfs default, half of the host's
+    /// memory) mounted nowhere, holding `upper` (owner and mode of the image's root) and `work`. Writes are
+    /// charged to the memory cgroup of the process writing, so they count against the
+    /// sandbox's memory limit. Root only: the overlay is mounted by this process, which names
+    /// the directories through `/proc/self/fd`; layers on detached mounts need Linux 6.15
+    /// (see [`in_memory_supported`]).
+    ///
+    /// # Errors
+    ///
+    /// [`RootfsError::Write`] naming the image directory (reading its root) or the scratch
+    /// (creating the tmpfs or its directories).
+    pub fn in_memory(image: &ImageRootfs, size_bytes: Option<u64>) -> Result<Scratch, RootfsError> {
+        use rustix::fs::{AtFlags, Mode};
+        use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+
+        let root = fs::metadata(&image.directory).map_err(write_error(&image.directory))?;
+        let cache = image.directory.parent().unwrap_or(Path::new("/"));
+        let in_use = {
+            let _creating =
+                fsutil::Lock::acquire(&cache.join(CREATION_LOCK), fsutil::LockMode::Shared)
+                    .map_err(write_error(cache))?;
+            fsutil::Lock::acquire(&cache.join(IN_USE_LOCK), fsutil::LockMode::Shared)
+                .map_err(write_error(cache))?
+        };
+        let name = Path::new("tmpfs (in-memory scratch)");
+        let failed = |errno: rustix::io::Errno| write_error(name)(errno.into());
+        let context =
+            rustix::mount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(failed)?;
+        rustix::mount::fsconfig_set_string(&context, "mode", "0700").map_err(failed)?;
+        if let Some(size) = size_bytes {
+            rustix::mount::fsconfig_set_string(&context, "size", size.to_string())
+                .map_err(failed)?;
+        }
+        rustix::mount::fsconfig_create(&context).map_err(failed)?;
+        let filesystem = rustix::mount::fsmount(
+            &context,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+        )
+        .map_err(failed)?;
+        drop(context);
+        let base = PathBuf::from(format!("/proc/self/fd/{}", filesystem.as_raw_fd()));
+        let (upper, work) = (base.join("upper"), base.join("work"));
+        let mode = Mode::from_raw_mode(root.mode() & 0o7777);
+        let upper_failed = |errno: rustix::io::Errno| write_error(&upper)(errno.into());
+        rustix::fs::mkdirat(&filesystem, "upper", Mode::RWXU).map_err(upper_failed)?;
+        // mkdirat applies the umask; the mode is set afterwards, as `create` does.
+        rustix::fs::chmodat(&filesystem, "upper", mode, AtFlags::empty()).map_err(upper_failed)?;
+        rustix::fs::chownat(
+            &filesystem,
+            "upper",
+            Some(rustix::fs::Uid::from_raw(root.uid())),
+            Some(rustix::fs::Gid::from_raw(root.gid())),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(upper_failed)?;
+        rustix::fs::mkdirat(&filesystem, "work", Mode::RWXU)
+            .map_err(|errno| write_error(&work)(errno.into()))?;
+        let scratch = Scratch {
+            upper,
+            work,
+            storage: Storage::Memory {
+                _filesystem: filesystem,
+                _in_use: in_use,
+            },
+        };
+        Ok(scratch)
+    }
+
+    /// The scratch directory (holding `upper` and `work`) in the store; `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.storage {
+            Storage::Directory { path, .. } => Some(path),
+            Storage::Memory { .. } => None,
+        }
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = remove_tree(&self.path);
+        if let Storage::Directory { path, .. } = &self.storage {
+            let _ = remove_tree(path);
+        }
     }
+}
+
+/// Whether [`Scratch::in_memory`] can serve as an overlay's upper layer here: overlayfs takes
+/// layers on detached mounts since Linux 6.15 ("fs: allow detached mounts in
+/// clone_private_mount()"); older kernels refuse them with `EINVAL`.
+pub fn in_memory_supported() -> bool {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let major = numbers.next().unwrap_or(0);
+    let minor = numbers.next().unwrap_or(0);
+    (major, minor) >= (6, 15)
 }
 
 /// What [`sweep`] removed from the rootfs cache.
@@ -287,8 +407,8 @@ pub struct SweepReport {
 }
 
 /// Removes what killed commands left in the store's rootfs cache (directories whose owner lock
-/// is free) and, when no sandbox is running from the cache, the cached root filesystems of
-/// images the store no longer holds.
+/// is free) and, when no sandbox is running from the cache (no live scratch directory, no
+/// holder of the in-use lock), the cached root filesystems of images the store no longer holds.
 ///
 /// # Errors
 ///
@@ -320,6 +440,13 @@ pub fn sweep(store: &Store) -> Result<SweepReport, RootfsError> {
             }
         } else if !name.starts_with('.') && entry.file_type().is_ok_and(|kind| kind.is_dir()) {
             cached.push((name.into_owned(), path));
+        }
+    }
+    if live == 0 {
+        match fsutil::Lock::try_acquire(&cache.join(IN_USE_LOCK), fsutil::LockMode::Exclusive) {
+            Ok(Some(_free)) => {}
+            Ok(None) => live += 1,
+            Err(error) => return Err(write_error(&cache)(error)),
         }
     }
     if live == 0 {
@@ -368,5 +495,118 @@ fn open_up(path: &Path) {
         for entry in entries.flatten() {
             open_up(&entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use rustix::fs::{Mode, OFlags};
+
+    use super::*;
+
+    /// A directory standing for an image's unpacked root, owned by `uid` with `mode`.
+    fn image(uid: u32, mode: u32) -> ImageRootfs {
+        image_in(&std::env::temp_dir(), uid, mode)
+    }
+
+    /// Like [`image`], in `parent` (a cache directory).
+    fn image_in(parent: &Path, uid: u32, mode: u32) -> ImageRootfs {
+        let directory = parent.join(fsutil::unique_name("hardbox-rootfs-test-"));
+        std::fs::create_dir(&directory).expect("create the image directory");
+        std::fs::write(directory.join("lower-file"), "lower").expect("write the lower file");
+        std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(mode))
+            .expect("chmod the image directory");
+        std::os::unix::fs::lchown(&directory, Some(uid), Some(uid))
+            .expect("chown the image directory");
+        ImageRootfs {
+            manifest: Descriptor::new("", types::Digest::of(b""), 0),
+            directory,
+            config: RunConfig::default(),
+        }
+    }
+
+    #[test]
+    fn in_memory_scratch_takes_an_overlays_writes_and_leaves_nothing_on_disk() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test creates a tmpfs and needs root"
+        );
+        let image = image(100_000, 0o751);
+        let scratch = Scratch::in_memory(&image, Some(1 << 20)).expect("in-memory scratch");
+        assert_eq!(scratch.path(), None);
+        let upper = fs::metadata(&scratch.upper).expect("stat upper");
+        assert_eq!(upper.mode() & 0o7777, 0o751);
+        assert_eq!((upper.uid(), upper.gid()), (100_000, 100_000));
+        assert!(fs::metadata(&scratch.work).expect("stat work").is_dir());
+        assert!(
+            in_memory_supported(),
+            "Linux 6.15 or later is needed for an in-memory upper layer"
+        );
+
+        let overlay = sys::process::mount_overlay(&image.directory, &scratch.upper, &scratch.work)
+            .expect("overlay over the in-memory scratch");
+        let file = rustix::fs::openat(
+            &overlay,
+            "written",
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .expect("create a file in the overlay");
+        let mut file = std::fs::File::from(file);
+        file.write_all(b"upper").expect("write to the overlay");
+        // The size limit holds: 1 MiB more does not fit.
+        let error = file
+            .write_all(&vec![0; 2 << 20])
+            .expect_err("a write beyond the tmpfs size");
+        assert_eq!(error.raw_os_error(), Some(28), "{error}");
+        drop(file);
+        assert!(fs::metadata(scratch.upper.join("written")).is_ok());
+        assert!(fs::metadata(image.directory.join("written")).is_err());
+        let entries: Vec<_> = fs::read_dir(&image.directory)
+            .expect("list the image directory")
+            .map(|entry| entry.map(|entry| entry.file_name()))
+            .collect::<Result<_, _>>()
+            .expect("read the image directory");
+        assert_eq!(entries, ["lower-file"]);
+        drop(overlay);
+        drop(scratch);
+        fs::remove_dir_all(&image.directory).expect("remove the image directory");
+    }
+
+    #[test]
+    fn store_scratch_is_removed_on_drop() {
+        let image = image(rustix::process::geteuid().as_raw(), 0o755);
+        let scratch = Scratch::create(&image).expect("scratch in the store");
+        let path = scratch.path().expect("a directory").to_owned();
+        assert!(scratch.upper.starts_with(&path) && scratch.work.starts_with(&path));
+        assert!(fs::metadata(&scratch.upper).expect("stat upper").is_dir());
+        drop(scratch);
+        assert!(fs::symlink_metadata(&path).is_err());
+        fs::remove_dir_all(&image.directory).expect("remove the image directory");
+    }
+
+    #[test]
+    fn sweep_keeps_cached_images_while_an_in_memory_sandbox_lives() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test creates a tmpfs and needs root"
+        );
+        let root = std::env::temp_dir().join(fsutil::unique_name("hardbox-sweep-test-"));
+        let store = Store::open(&root).expect("open the store");
+        let cache = root.join(CACHE_DIRECTORY);
+        fs::create_dir_all(&cache).expect("create the cache");
+        // Not an image of the store: removed by a sweep when nothing runs.
+        let image = image_in(&cache, 0, 0o755);
+        let scratch = Scratch::in_memory(&image, None).expect("in-memory scratch");
+        let report = sweep(&store).expect("sweep with a live sandbox");
+        assert_eq!(report, SweepReport::default());
+        assert!(image.directory.is_dir());
+        drop(scratch);
+        let report = sweep(&store).expect("sweep with no sandbox");
+        assert_eq!(report.unused_images, std::slice::from_ref(&image.directory));
+        assert!(!image.directory.exists());
+        fs::remove_dir_all(&root).expect("remove the store");
     }
 }

@@ -293,6 +293,13 @@ fn prepare_image(root: Option<PathBuf>, reference: &str, args: &RunArgs) -> Resu
     };
     let scratch = if args.read_only {
         None
+    } else if euid.is_root() && sandbox::rootfs::in_memory_supported() {
+        // `run` throws the sandbox away: its writes live in a tmpfs as large as its memory
+        // limit, which they count against, and nothing is created on the store's disk.
+        let limit = effective_policy(args)
+            .ok()
+            .map(|policy| policy.limits.memory.bytes());
+        Some(Scratch::in_memory(&rootfs, limit)?)
     } else {
         Some(Scratch::create(&rootfs)?)
     };
