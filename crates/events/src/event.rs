@@ -27,6 +27,34 @@ pub const SECRET_USE: &str = "hardbox.secret.use";
 /// was full, so loss is never silent.
 pub const SENSOR_LOSS: &str = "hardbox.sensor.loss";
 
+// File changes in a sandbox's writable layer and workspace (the `fswatch` sensor), as the
+// sandbox sees them: paths are guest paths.
+/// `event.name` of a file, directory or other entry that appeared (created, or moved in from
+/// outside the watched tree).
+pub const FILE_CREATE: &str = "hardbox.file.create";
+/// `event.name` of a file closed after being opened for writing (one event per close, not per
+/// `write`).
+pub const FILE_WRITE: &str = "hardbox.file.write";
+/// `event.name` of an entry that disappeared (deleted, moved out of the watched tree, or hidden
+/// by an overlay whiteout).
+pub const FILE_DELETE: &str = "hardbox.file.delete";
+/// `event.name` of an entry renamed within the watched tree; [`ATTR_FILE_PREVIOUS_PATH`] says
+/// where from.
+pub const FILE_RENAME: &str = "hardbox.file.rename";
+/// Attribute of a file event: the entry's full path as the sandbox sees it (OpenTelemetry's
+/// `file.path`).
+pub const ATTR_FILE_PATH: &str = "file.path";
+/// Attribute of a file event: whether the entry is a directory. (OpenTelemetry's
+/// `file.directory` is the containing directory's path, a string, so a boolean gets a name of
+/// its own.)
+pub const ATTR_FILE_IS_DIRECTORY: &str = "hardbox.file.is_directory";
+/// Attribute of a [`FILE_RENAME`] event: the path the entry had before, as the sandbox sees it
+/// (OpenTelemetry has no attribute for it).
+pub const ATTR_FILE_PREVIOUS_PATH: &str = "hardbox.file.previous_path";
+/// Attribute of a [`SENSOR_LOSS`] event written by a sensor itself: why events were lost
+/// (OpenTelemetry's `error.type`), e.g. `inotify_queue_overflow`.
+pub const ATTR_ERROR_TYPE: &str = "error.type";
+
 /// Attribute of a [`SENSOR_LOSS`] event: the sensor whose events were lost.
 pub const ATTR_SENSOR_NAME: &str = "hardbox.sensor.name";
 /// Attribute of a [`SENSOR_LOSS`] event: how many events were lost since the previous one.

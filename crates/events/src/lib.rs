@@ -16,10 +16,11 @@ mod reader;
 mod spool;
 
 pub use event::{
-    now_unix_nano, Event, Severity, TraceContext, TraceParentError, Value, ATTR_LOST_COUNT,
+    now_unix_nano, Event, Severity, TraceContext, TraceParentError, Value, ATTR_ERROR_TYPE,
+    ATTR_FILE_IS_DIRECTORY, ATTR_FILE_PATH, ATTR_FILE_PREVIOUS_PATH, ATTR_LOST_COUNT,
     ATTR_SANDBOX_ID, ATTR_SANDBOX_NAME, ATTR_SANDBOX_STATE, ATTR_SENSOR_NAME, ATTR_SEQUENCE,
-    DNS_QUERY, NETWORK_CONNECT, POLICY_DENIED, PROCESS_EXEC, PROCESS_EXIT, SANDBOX_LIFECYCLE,
-    SECRET_USE, SENSOR_LOSS,
+    DNS_QUERY, FILE_CREATE, FILE_DELETE, FILE_RENAME, FILE_WRITE, NETWORK_CONNECT, POLICY_DENIED,
+    PROCESS_EXEC, PROCESS_EXIT, SANDBOX_LIFECYCLE, SECRET_USE, SENSOR_LOSS,
 };
 pub use otlp::{encode_logs_request, ExportError, ExportOptions, OtlpExporter, Resource};
 pub use reader::{ReadError, Reader, Since, StopHandle};
