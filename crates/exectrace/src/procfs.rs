@@ -121,18 +121,26 @@ impl Proc {
         })
     }
 
-    fn set_path(&mut self, pid: u32, name: &str) {
+    /// `/proc/PID` as a directory descriptor: the reads of one notification go through it, so
+    /// the kernel looks the pid up once.
+    pub(crate) fn process(&mut self, pid: u32) -> Result<OwnedFd, Errno> {
         self.path.clear();
         // Writing to a String cannot fail.
-        let _ = write!(self.path, "{pid}/{name}");
-    }
-
-    /// Reads `/proc/PID/NAME` (up to 16 KiB) into the buffer; returns its length.
-    fn read(&mut self, pid: u32, name: &str) -> Result<usize, Errno> {
-        self.set_path(pid, name);
-        let file = rustix::fs::openat(
+        let _ = write!(self.path, "{pid}");
+        rustix::fs::openat(
             &self.dir,
             self.path.as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    }
+
+    /// Reads `NAME` of a `/proc/PID` directory (up to 16 KiB) into the buffer; returns its
+    /// length.
+    fn read_in(&mut self, process: &OwnedFd, name: &str) -> Result<usize, Errno> {
+        let file = rustix::fs::openat(
+            process,
+            name,
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
             Mode::empty(),
         )?;
@@ -141,27 +149,34 @@ impl Proc {
 
     /// The status of thread `tid`.
     pub(crate) fn status(&mut self, tid: u32) -> Result<Status, Errno> {
-        let length = self.read(tid, "status")?;
+        let process = self.process(tid)?;
+        self.status_in(&process)
+    }
+
+    /// The status of the thread of a `/proc/PID` directory.
+    pub(crate) fn status_in(&mut self, process: &OwnedFd) -> Result<Status, Errno> {
+        let length = self.read_in(process, "status")?;
         parse_status(&self.buffer[..length]).ok_or(Errno::INVAL)
     }
 
     /// The wait status of process `pid` from its `stat` (meaningful once it exited).
     pub(crate) fn exit_status(&mut self, pid: u32) -> Result<i32, Errno> {
-        let length = self.read(pid, "stat")?;
+        let process = self.process(pid)?;
+        let length = self.read_in(&process, "stat")?;
         parse_stat_exit_code(&self.buffer[..length]).ok_or(Errno::INVAL)
     }
 
-    /// The target of the link `/proc/PID/NAME` (`cwd`, `root`, `fd/3`).
-    pub(crate) fn link(&mut self, pid: u32, name: &str) -> Result<Vec<u8>, Errno> {
-        self.set_path(pid, name);
-        let target = rustix::fs::readlinkat(&self.dir, self.path.as_str(), Vec::new())?;
+    /// The target of the link `NAME` (`cwd`, `root`, `fd/3`) of a `/proc/PID` directory.
+    pub(crate) fn link_in(process: &OwnedFd, name: &str) -> Result<Vec<u8>, Errno> {
+        let target = rustix::fs::readlinkat(process, name, Vec::new())?;
         Ok(target.into_bytes())
     }
 
-    /// `/proc/PID/NAME` (a link) as process `pid` sees it: relative to its own root.
-    pub(crate) fn link_in_sandbox(&mut self, pid: u32, name: &str) -> Result<Vec<u8>, Errno> {
-        let path = self.link(pid, name)?;
-        let root = self.link(pid, "root")?;
+    /// The link `NAME` of a `/proc/PID` directory as that process sees it: relative to its
+    /// own root.
+    pub(crate) fn link_in_sandbox(process: &OwnedFd, name: &str) -> Result<Vec<u8>, Errno> {
+        let path = Proc::link_in(process, name)?;
+        let root = Proc::link_in(process, "root")?;
         Ok(sandbox_view(&root, &path))
     }
 }
@@ -235,9 +250,10 @@ Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nNStgid:\t4242\t7\nNSpid:\t4243
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status.tgid, std::process::id());
         assert_eq!(proc.exit_status(std::process::id()), Ok(0));
-        let cwd = proc
-            .link_in_sandbox(std::process::id(), "cwd")
+        let process = proc
+            .process(std::process::id())
             .unwrap_or_else(|e| panic!("{e}"));
+        let cwd = Proc::link_in_sandbox(&process, "cwd").unwrap_or_else(|e| panic!("{e}"));
         let expected = std::env::current_dir().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cwd, expected.as_os_str().as_encoded_bytes());
     }

@@ -14,8 +14,9 @@
 
 use sys::Errno;
 
-/// How many bytes one read of the window fetches.
-const WINDOW: usize = 16 * 1024;
+/// How many bytes one read of the window fetches: a shell's argv fits, and the read pins at
+/// most two pages.
+const WINDOW: usize = 4096;
 /// The most argv entries read, whatever the byte limit (the kernel's own limit is far higher,
 /// but 2 MiB of strings holds at most this many non-empty ones per 32 bytes).
 pub(crate) const MAX_ARGUMENTS: usize = 65_536;

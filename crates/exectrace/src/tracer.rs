@@ -353,7 +353,8 @@ impl Tracer {
     /// process not seen before; `None` if the process is gone.
     fn read_exec(&mut self, notification: &Notification, execveat: bool) -> Option<Exec> {
         let tid = notification.pid;
-        let status = self.proc.status(tid).ok()?;
+        let process = self.proc.process(tid).ok()?;
+        let status = self.proc.status_in(&process).ok()?;
         let pidfd = if self.processes.contains_key(&status.tgid) {
             None
         } else {
@@ -385,15 +386,13 @@ impl Tracer {
         );
         let path = path.map(|path| {
             let path = if execveat {
-                self.execveat_path(tid, notification, path)
+                execveat_path(&process, notification, path)
             } else {
                 path
             };
             String::from_utf8_lossy(&path).into_owned()
         });
-        let working_directory = self
-            .proc
-            .link_in_sandbox(tid, "cwd")
+        let working_directory = Proc::link_in_sandbox(&process, "cwd")
             .ok()
             .map(|cwd| String::from_utf8_lossy(&cwd).into_owned());
         Some(Exec {
@@ -410,35 +409,6 @@ impl Tracer {
                 incomplete,
             },
         })
-    }
-
-    /// `execveat`'s path resolved against its directory descriptor: the descriptor's path (as
-    /// the process sees it) joined with a relative path, or alone with `AT_EMPTY_PATH` and an
-    /// empty path. An absolute path, `AT_FDCWD` or an unreadable descriptor leave it as given.
-    fn execveat_path(&mut self, tid: u32, notification: &Notification, path: Vec<u8>) -> Vec<u8> {
-        const AT_FDCWD: i32 = -100;
-        const AT_EMPTY_PATH: u64 = 0x1000;
-        let dirfd = i32::from_ne_bytes(
-            u32::try_from(notification.arguments[0] & 0xffff_ffff)
-                .unwrap_or(0)
-                .to_ne_bytes(),
-        );
-        let empty = path.is_empty() && notification.arguments[4] & AT_EMPTY_PATH != 0;
-        if dirfd == AT_FDCWD || path.first() == Some(&b'/') || (path.is_empty() && !empty) {
-            return path;
-        }
-        let Ok(directory) = self.proc.link_in_sandbox(tid, &format!("fd/{dirfd}")) else {
-            return path;
-        };
-        if empty {
-            return directory;
-        }
-        let mut joined = directory;
-        if joined.last() != Some(&b'/') {
-            joined.push(b'/');
-        }
-        joined.extend_from_slice(&path);
-        joined
     }
 
     /// The parent's pid as the sandbox sees it: from the table when it exec'd, else from its
@@ -530,6 +500,35 @@ impl Tracer {
         self.exits += 1;
         self.record(event);
     }
+}
+
+/// `execveat`'s path resolved against its directory descriptor: the descriptor's path (as
+/// the process sees it) joined with a relative path, or alone with `AT_EMPTY_PATH` and an
+/// empty path. An absolute path, `AT_FDCWD` or an unreadable descriptor leave it as given.
+fn execveat_path(process: &OwnedFd, notification: &Notification, path: Vec<u8>) -> Vec<u8> {
+    const AT_FDCWD: i32 = -100;
+    const AT_EMPTY_PATH: u64 = 0x1000;
+    let dirfd = i32::from_ne_bytes(
+        u32::try_from(notification.arguments[0] & 0xffff_ffff)
+            .unwrap_or(0)
+            .to_ne_bytes(),
+    );
+    let empty = path.is_empty() && notification.arguments[4] & AT_EMPTY_PATH != 0;
+    if dirfd == AT_FDCWD || path.first() == Some(&b'/') || (path.is_empty() && !empty) {
+        return path;
+    }
+    let Ok(directory) = Proc::link_in_sandbox(process, &format!("fd/{dirfd}")) else {
+        return path;
+    };
+    if empty {
+        return directory;
+    }
+    let mut joined = directory;
+    if joined.last() != Some(&b'/') {
+        joined.push(b'/');
+    }
+    joined.extend_from_slice(&path);
+    joined
 }
 
 /// The longest executable path read (`PATH_MAX`).
