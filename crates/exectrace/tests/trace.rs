@@ -360,3 +360,53 @@ fn execveat_records_the_path_of_its_descriptor() {
         Some("/usr/bin/true")
     );
 }
+
+#[test]
+fn stop_ends_the_tracer_while_traced_processes_still_run() {
+    let dir = scratch();
+    let socket_path = dir.path().join("trace.sock");
+    let socket = UnixListener::bind(&socket_path).unwrap();
+    // The child waits for a line on stdin, so it outlives the tracer for sure.
+    let mut child = Command::new(RUN)
+        .arg("--child")
+        .arg(&socket_path)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ready; read line; /bin/echo $line",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (stream, _) = socket.accept().unwrap();
+    let mut descriptors = Vec::new();
+    sys::process::receive_descriptors(stream.as_fd(), &mut descriptors).unwrap();
+    let spool =
+        events::Spool::open(&dir.path().join("events"), events::SpoolOptions::default()).unwrap();
+    let tracer = exectrace::spawn(
+        descriptors.pop().unwrap(),
+        spool.recorder("exec-tracer"),
+        TraceOptions::default(),
+    )
+    .unwrap();
+    // The shell runs (its exec was answered) once it says so.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let stats = tracer.stop();
+    assert_eq!(stats.stopped_by, StopReason::Requested);
+    assert!(child.try_wait().unwrap().is_none());
+    // Without a listener the filtered syscalls fail with ENOSYS: the shell cannot exec echo.
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("hello"),
+        "{output:?}"
+    );
+    spool.close().unwrap();
+}
