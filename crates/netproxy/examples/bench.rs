@@ -1,19 +1,26 @@
 //! Direct versus proxied, against loopback servers, in one run:
 //!
-//! - throughput of one bulk TCP stream (server → client) through a CONNECT tunnel;
-//! - time to a first response on a new HTTPS connection (TCP + TLS handshake + one request)
-//!   through the transparent TLS listener (SNI read, not intercepted), median and p99;
+//! - throughput of one bulk TCP stream (server → client) through a CONNECT tunnel, direct and
+//!   proxied alternately, `ROUNDS` times each: medians and the ratio of the medians;
+//! - time to the end of the response on a new HTTPS connection (TCP + TLS handshake + one
+//!   request), direct, through the transparent TLS listener (SNI read, not intercepted) and to a
+//!   host with a secret (TLS terminated, placeholder swapped, TLS to the server), interleaved,
+//!   `CONNECTIONS` of each: medians, p99 and the added medians;
 //! - 200 concurrent HTTPS connections through the explicit proxy: errors and wall time.
 //!
 //! The engine runs on its own current-thread runtime, as in the supervisor; servers and clients
-//! share another. Run: `cargo run --release -p netproxy --example bench [-- MIB ROUNDS]`.
+//! share another. Run:
+//! `cargo run --release -p netproxy --example bench [-- MIB ROUNDS CONNECTIONS]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netproxy::{events, Engine, EngineConfig, Listeners, Policy, StaticResolver};
+use netproxy::{
+    events, CertificateAuthority, Engine, EngineConfig, Listeners, Placement, Policy,
+    SecretBinding, Secrets, StaticResolver, UpstreamTrust,
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,8 +29,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const UPSTREAM: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const NAME: &str = "bench.test";
+/// A name with a secret bound: its TLS is intercepted.
+const SECRET_NAME: &str = "secret.bench.test";
 
-fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+fn tls_configs() -> (
+    Arc<rustls::ServerConfig>,
+    rustls::RootCertStore,
+    rustls::pki_types::CertificateDer<'static>,
+) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::default();
@@ -35,7 +48,7 @@ fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![NAME.to_owned()])
+    let cert = CertificateParams::new(vec![NAME.to_owned(), SECRET_NAME.to_owned()])
         .unwrap()
         .signed_by(&key, &issuer)
         .unwrap();
@@ -50,12 +63,19 @@ fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
         .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca_cert.der().clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    (Arc::new(server), roots, ca_cert.der().clone())
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    (Arc::new(server), Arc::new(client))
+    // Every connection is a new client: no resumption.
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
 }
 
 /// 127.0.0.1:P for the proxy's transparent listener and 127.0.0.2:P for the server.
@@ -74,6 +94,8 @@ where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // The same accept queue as the engine's listeners, so the peers compare fairly.
+    rustix::net::listen(&listener, 4096).unwrap();
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     tokio::spawn(async move {
@@ -116,18 +138,22 @@ async fn read_all(mut stream: TcpStream) -> u64 {
     }
 }
 
-/// TLS handshake and one request; the time to the end of the response.
+/// TLS handshake and one request to `name` (with `header`); the time to the end of the
+/// response.
 async fn https_request(
     stream: TcpStream,
     client: &Arc<rustls::ClientConfig>,
+    name: &str,
+    header: &str,
 ) -> Result<Duration, String> {
     let start = Instant::now();
-    let name = ServerName::try_from(NAME).unwrap();
+    let server_name = ServerName::try_from(name.to_owned()).unwrap();
     let mut tls = TlsConnector::from(Arc::clone(client))
-        .connect(name, stream)
+        .connect(server_name, stream)
         .await
         .map_err(|e| e.to_string())?;
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
+    let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\n{header}Connection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut response = Vec::new();
@@ -144,11 +170,31 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A new TCP connection to `address` and one HTTPS request; the time from before connect().
+async fn new_connection(
+    address: (IpAddr, u16),
+    client: &Arc<rustls::ClientConfig>,
+    name: &str,
+    header: &str,
+) -> Duration {
+    let start = Instant::now();
+    let stream = TcpStream::connect(address).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    https_request(stream, client, name, header).await.unwrap();
+    start.elapsed()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mib: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2048);
-    let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(500);
-    let (server_tls, client_tls) = tls_configs();
+    let mib: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
+    let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let connections: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(500);
+    let (server_tls, web_roots, web_ca) = tls_configs();
 
     // The engine, on its own thread and current-thread runtime.
     let (bulk_listener, tls_pair) = (
@@ -162,12 +208,35 @@ fn main() {
     let proxy_addr = explicit.local_addr().unwrap();
     let policy = Policy::parse([
         format!("allow-host {NAME}"),
+        format!("allow-host {SECRET_NAME}"),
         "allow-cidr 127.0.0.2/32".into(),
     ])
     .unwrap();
+    let mut config = EngineConfig::new(policy);
+    let binding = SecretBinding::new(
+        "BENCH_KEY",
+        "bench-secret-value",
+        &[SECRET_NAME],
+        Placement::Header("x-api-key".into()),
+    )
+    .unwrap();
+    config.secrets = Secrets::new(vec![binding]).unwrap();
+    config.ca = Some(CertificateAuthority::generate().unwrap());
+    config.upstream_trust = UpstreamTrust::Certificates(vec![web_ca]);
     let (sender, mut receiver) = events::channel(4096);
-    let resolver = StaticResolver::new().with(NAME, [UPSTREAM]);
-    let engine = Engine::new(EngineConfig::new(policy), Arc::new(resolver), sender).unwrap();
+    let resolver = StaticResolver::new()
+        .with(NAME, [UPSTREAM])
+        .with(SECRET_NAME, [UPSTREAM]);
+    let engine = Engine::new(config, Arc::new(resolver), sender).unwrap();
+    let placeholder = engine
+        .secrets()
+        .placeholder("BENCH_KEY")
+        .unwrap()
+        .to_owned();
+    let mut sandbox_roots = web_roots.clone();
+    sandbox_roots
+        .add(engine_ca_der(engine.ca_cert_pem().unwrap()))
+        .unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -185,6 +254,8 @@ fn main() {
         });
     });
     ready_rx.recv().unwrap();
+    let client_tls = client_config(web_roots);
+    let sandbox_tls = client_config(sandbox_roots);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -231,20 +302,19 @@ fn main() {
         // 1. Throughput.
         let mut direct = Vec::new();
         let mut proxied = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..rounds {
             let start = Instant::now();
             let got = read_all(TcpStream::connect((UPSTREAM, bulk_port)).await.unwrap()).await;
             assert_eq!(got, bytes);
-            direct.push(bytes as f64 / start.elapsed().as_secs_f64());
+            direct.push(bytes as f64 / start.elapsed().as_secs_f64() / (1024.0 * 1024.0));
             let start = Instant::now();
             let tunnel = connect_tunnel(proxy_addr, &format!("127.0.0.2:{bulk_port}")).await;
             let got = read_all(tunnel).await;
             assert_eq!(got, bytes);
-            proxied.push(bytes as f64 / start.elapsed().as_secs_f64());
+            proxied.push(bytes as f64 / start.elapsed().as_secs_f64() / (1024.0 * 1024.0));
         }
-        let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max) / (1024.0 * 1024.0);
-        let (direct_mibs, proxied_mibs) = (best(&direct), best(&proxied));
-        println!("throughput, one stream of {mib} MiB (best of 3):");
+        let (direct_mibs, proxied_mibs) = (median(&mut direct), median(&mut proxied));
+        println!("throughput, one stream of {mib} MiB through CONNECT (median of {rounds}):");
         println!("  direct   {direct_mibs:8.0} MiB/s");
         println!(
             "  proxied  {proxied_mibs:8.0} MiB/s   ratio {:.2}",
@@ -252,55 +322,74 @@ fn main() {
         );
 
         // 2. New HTTPS connections, one after another, interleaved.
-        let mut direct = Vec::with_capacity(rounds);
-        let mut proxied = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            let start = Instant::now();
-            let stream = TcpStream::connect((UPSTREAM, tls_port)).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            https_request(stream, &client_tls).await.unwrap();
-            direct.push(start.elapsed());
-            let start = Instant::now();
-            let stream = TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            https_request(stream, &client_tls).await.unwrap();
-            proxied.push(start.elapsed());
+        let mut direct = Vec::with_capacity(connections);
+        let mut transparent = Vec::with_capacity(connections);
+        let mut intercepted = Vec::with_capacity(connections);
+        let secret_header = format!("x-api-key: {placeholder}\r\n");
+        for _ in 0..connections {
+            direct.push(new_connection((UPSTREAM, tls_port), &client_tls, NAME, "").await);
+            let local = (IpAddr::V4(Ipv4Addr::LOCALHOST), tls_port);
+            transparent.push(new_connection(local, &client_tls, NAME, "").await);
+            intercepted
+                .push(new_connection(local, &sandbox_tls, SECRET_NAME, &secret_header).await);
         }
         direct.sort();
-        proxied.sort();
+        transparent.sort();
+        intercepted.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        println!("new https connection, connect + handshake + request ({rounds} each):");
+        let direct_median = ms(percentile(&direct, 0.5));
+        println!("new https connection, connect + handshake + request ({connections} each):");
         println!(
-            "  direct                median {:.3} ms  p99 {:.3} ms",
-            ms(percentile(&direct, 0.5)),
+            "  direct                     median {direct_median:.3} ms  p99 {:.3} ms",
             ms(percentile(&direct, 0.99))
         );
-        println!(
-            "  transparent (by SNI)  median {:.3} ms  p99 {:.3} ms   added median {:.3} ms",
-            ms(percentile(&proxied, 0.5)),
-            ms(percentile(&proxied, 0.99)),
-            ms(percentile(&proxied, 0.5)) - ms(percentile(&direct, 0.5))
-        );
+        for (label, samples) in [
+            ("transparent (by SNI)", &transparent),
+            ("intercepted (secret)", &intercepted),
+        ] {
+            println!(
+                "  {label:<26} median {:.3} ms  p99 {:.3} ms   added median {:.3} ms",
+                ms(percentile(samples, 0.5)),
+                ms(percentile(samples, 0.99)),
+                ms(percentile(samples, 0.5)) - direct_median
+            );
+        }
 
-        // 3. 200 concurrent connections through CONNECT.
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..200 {
-            let client = Arc::clone(&client_tls);
-            tasks.push(tokio::spawn(async move {
-                let stream = connect_tunnel(proxy_addr, &format!("{NAME}:{tls_port}")).await;
-                https_request(stream, &client).await
-            }));
-        }
-        let mut errors = 0;
-        for task in tasks {
-            if !matches!(task.await, Ok(Ok(_))) {
-                errors += 1;
+        // 3. 200 concurrent connections, direct and through CONNECT.
+        for through_proxy in [false, true] {
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..200 {
+                let client = Arc::clone(&client_tls);
+                tasks.push(tokio::spawn(async move {
+                    let stream = if through_proxy {
+                        connect_tunnel(proxy_addr, &format!("{NAME}:{tls_port}")).await
+                    } else {
+                        TcpStream::connect((UPSTREAM, tls_port)).await.unwrap()
+                    };
+                    https_request(stream, &client, NAME, "").await
+                }));
             }
+            let mut errors = 0;
+            for task in tasks {
+                if !matches!(task.await, Ok(Ok(_))) {
+                    errors += 1;
+                }
+            }
+            let label = if through_proxy {
+                "through CONNECT"
+            } else {
+                "direct"
+            };
+            println!(
+                "200 concurrent https connections, {label:<15}: {errors} errors, {:.1} ms wall",
+                ms(start.elapsed())
+            );
         }
-        println!(
-            "200 concurrent https connections through CONNECT: {errors} errors, {:.1} ms wall",
-            ms(start.elapsed())
-        );
     });
+}
+
+fn engine_ca_der(pem: &str) -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }

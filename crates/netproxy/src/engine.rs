@@ -27,6 +27,9 @@ use crate::proxy;
 use crate::resolve::Resolver;
 use crate::secrets::{CertificateAuthority, Secrets};
 
+/// The accept queue asked for on every TCP listener (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// The host's CA bundle (Debian and derivatives).
 pub const HOST_TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -338,6 +341,9 @@ impl Engine {
         let mut tasks = Vec::new();
         for (kind, listener) in listeners.tcp {
             let address = local_name(listener.local_addr());
+            // Listening again only changes the backlog: std binds with 128, and a burst of new
+            // connections beyond the accept queue costs the clients a SYN retransmit (1 s).
+            let _ = rustix::net::listen(&listener, LISTEN_BACKLOG);
             let listener = listener
                 .set_nonblocking(true)
                 .and_then(|()| TcpListener::from_std(listener))

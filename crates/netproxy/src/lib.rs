@@ -3,9 +3,10 @@
 //! The sandbox's network namespace routes every address to listeners the supervisor binds
 //! there; this crate serves them. It decides each connection and DNS question with a
 //! [`Policy`] (deny rules win, then allow rules, default deny; private and metadata addresses
-//! refused unless named by a CIDR rule, also after resolution), moves allowed traffic with
-//! `copy_bidirectional`, swaps secret placeholders for their values only in TLS to the hosts the
-//! secrets are bound to, and reports everything as [`Event`]s on a bounded channel.
+//! refused unless named by a CIDR rule, also after resolution), moves allowed tunnels with
+//! `splice(2)`, swaps secret placeholders for their values only in TLS to the hosts the secrets
+//! are bound to (following HTTP/1.1 upgrades such as WebSocket), and reports everything as
+//! [`Event`]s on a bounded channel ([`Event::to_feed`] converts them for the event spool).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
