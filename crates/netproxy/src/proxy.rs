@@ -110,7 +110,16 @@ impl Exchange {
     }
 
     fn sent(&self, request: Sent) {
-        self.lock().tracker.sent(request);
+        let mut state = self.lock();
+        if state.tracker.tracking() {
+            state.tracker.sent(request);
+        } else if request.upgrade {
+            // Responses are no longer followed (malformed, or a body running to the end of
+            // the stream): the answer cannot be known, so the connection stays HTTP.
+            state.upgrade = Some(false);
+            drop(state);
+            self.answered.notify_one();
+        }
     }
 
     /// Follows response bytes (as they came from the server).
@@ -1289,6 +1298,27 @@ mod tests {
         assert_eq!(partial_suffix(b"s", &values), 1);
         assert_eq!(partial_suffix(b"", &values), 0);
         assert_eq!(partial_suffix(b"abc", &values), 0);
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_whose_answer_cannot_be_followed_is_refused() {
+        let upgrade = Sent {
+            head: false,
+            upgrade: true,
+        };
+        let exchange = Exchange::default();
+        exchange.sent(upgrade);
+        exchange.received(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert!(exchange.upgrade_answer().await);
+        // After a response without a length, nothing more can be followed.
+        let exchange = Exchange::default();
+        exchange.sent(Sent {
+            head: false,
+            upgrade: false,
+        });
+        exchange.received(b"HTTP/1.1 200 OK\r\n\r\nbody until the end");
+        exchange.sent(upgrade);
+        assert!(!exchange.upgrade_answer().await);
     }
 
     #[tokio::test]
