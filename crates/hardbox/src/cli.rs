@@ -51,6 +51,187 @@ pub enum Command {
     /// Host-side secrets that sandboxes see only as placeholders
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Create and start a long-lived sandbox; run commands in it with `exec`
+    Create(Box<CreateArgs>),
+    /// Run a command in a running sandbox
+    Exec(ExecArgs),
+    /// List sandboxes
+    #[command(visible_alias = "ps")]
+    Ls(SandboxLsArgs),
+    /// Stop sandboxes (their files are kept; `start` runs them again)
+    Stop(StopArgs),
+    /// Start stopped sandboxes again, with the files they had
+    Start(SandboxNames),
+    /// Remove sandboxes and their files
+    Rm(SandboxRmArgs),
+    /// Print the output of a sandbox's main command
+    Logs(LogsArgs),
+    /// Copy files between a running sandbox and the host: `cp SRC NAME:DST` or `cp NAME:SRC DST`
+    Cp(CpArgs),
+    /// List the files a sandbox added, changed and deleted
+    Diff(DiffArgs),
+    /// List a sandbox's published ports
+    Port(SandboxName),
+    /// Print a sandbox's events (exec, exit, files, network, lifecycle)
+    Events(EventsArgs),
+    /// Save a sandbox as an OCI image: the base image's layers, then its changes
+    Save(SaveArgs),
+    /// Supervise one sandbox (started by `create` and `start`)
+    #[command(hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name of the sandbox (default: a generated one)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Export the sandbox's events as OTLP/HTTP logs to this collector URL
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Record commands' arguments as `<redacted>` in exec events
+    #[arg(long)]
+    pub redact_args: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Sandbox name or id
+    pub sandbox: String,
+    /// Give the command a terminal
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Keep stdin attached (with -t: forwarded to the terminal)
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value)
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox
+    #[arg(long = "workdir", short = 'w', value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// User to run as inside the sandbox: UID[:GID]
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxLsArgs {
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Print only ids
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxName {
+    /// Sandbox name or id
+    pub sandbox: String,
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxNames {
+    /// Sandbox names or ids
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Sandbox names or ids
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+    /// Seconds to wait after SIGTERM before SIGKILL
+    #[arg(long, short = 't', default_value_t = 10)]
+    pub time: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxRmArgs {
+    /// Sandbox names or ids
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+    /// Stop running sandboxes first (with SIGKILL)
+    #[arg(long, short = 'f')]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Sandbox name or id
+    pub sandbox: String,
+    /// Keep printing new output until the sandbox stops
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: a host path, or NAME:PATH in a sandbox
+    pub source: String,
+    /// Destination: a host path, or NAME:PATH in a sandbox
+    pub destination: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Sandbox name or id
+    pub sandbox: String,
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Sandbox name or id
+    pub sandbox: String,
+    /// Keep printing new events until interrupted or the sandbox is removed
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Print each event as a JSON line
+    #[arg(long)]
+    pub json: bool,
+    /// Only events from this point: a sequence number, an RFC 3339 time, or a duration ago
+    /// (like 10m)
+    #[arg(long, value_name = "SEQ|TIME|DURATION")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Sandbox name or id
+    pub sandbox: String,
+    /// Name of the new image in the store
+    pub tag: String,
+    /// Also write the image to FILE
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Format of --output
+    #[arg(long, value_enum, default_value = "oci-archive")]
+    pub format: SaveFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    OciArchive,
+    DockerArchive,
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The sandbox's id
+    pub id: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,7 +495,7 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "host")]
     pub read_only: bool,
     /// The command and its arguments (with an image: replaces its Cmd; default: its Cmd)
-    #[arg(last = true, required_unless_present = "image", value_name = "COMMAND")]
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

@@ -669,9 +669,16 @@ pub fn sweep_cgroups() -> Result<cgroup::SweepReport, cgroup::DetectError> {
         else {
             return false;
         };
-        // The owner is alive while /proc shows a hardbox with its pid.
-        std::fs::read_to_string(format!("/proc/{owner}/comm"))
-            .map_or(true, |comm| comm.trim_end() != "hardbox")
+        // The owner is alive while /proc shows a hardbox with its pid that is not a zombie
+        // (a killed owner stays a zombie on hosts whose pid 1 does not reap).
+        let hardbox = std::fs::read_to_string(format!("/proc/{owner}/comm"))
+            .is_ok_and(|comm| comm.trim_end() == "hardbox");
+        let zombie = std::fs::read_to_string(format!("/proc/{owner}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| state == "Z" || state == "X")
+        });
+        !hardbox || zombie
     }))
 }
 

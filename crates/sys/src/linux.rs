@@ -491,3 +491,20 @@ fn add_local_default_route(
         };
     }
 }
+
+/// Sets the calling thread's filesystem user and group ids (`setfsuid`, `setfsgid`) and
+/// returns the previous ones, so files it creates belong to `uid`:`gid`. Used to create files
+/// in a sandbox's filesystems as an id the sandbox maps (a file created there as an id it does
+/// not map fails with `EOVERFLOW`). The kernel ignores ids the caller may not take; the
+/// returned previous ids let the caller restore them.
+pub fn set_filesystem_ids(uid: u32, gid: u32) -> (u32, u32) {
+    // SAFETY: setfsgid and setfsuid take plain integers, touch no memory of the caller and
+    // cannot fail in a way that leaves the thread inconsistent (they return the previous id).
+    let previous_gid = unsafe { libc::setfsgid(gid) };
+    // SAFETY: as above.
+    let previous_uid = unsafe { libc::setfsuid(uid) };
+    (
+        u32::try_from(previous_uid).unwrap_or(0),
+        u32::try_from(previous_gid).unwrap_or(0),
+    )
+}

@@ -8,6 +8,7 @@ mod network;
 mod policy;
 mod publish;
 mod run;
+mod sandboxes;
 mod secret;
 mod supply;
 mod system;
@@ -31,6 +32,19 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Sbom(args) => supply::sbom(cli.root, args),
         Command::Verify(args) => supply::verify(cli.root, args),
         Command::Secret(command) => secret::run(cli.root, command),
+        Command::Create(args) => sandboxes::create(cli.root, *args),
+        Command::Exec(args) => sandboxes::exec(cli.root, args),
+        Command::Ls(args) => sandboxes::ls(cli.root, args),
+        Command::Stop(args) => sandboxes::stop(cli.root, args),
+        Command::Start(args) => sandboxes::start(cli.root, args),
+        Command::Rm(args) => sandboxes::rm(cli.root, args),
+        Command::Logs(args) => sandboxes::logs(cli.root, args),
+        Command::Cp(args) => sandboxes::cp(cli.root, args),
+        Command::Diff(args) => sandboxes::diff(cli.root, args),
+        Command::Port(args) => sandboxes::port(cli.root, args),
+        Command::Events(args) => sandboxes::events(cli.root, args),
+        Command::Save(args) => sandboxes::save(cli.root, args),
+        Command::Supervise(args) => sandboxes::supervise(cli.root, args),
     }
 }
 

@@ -166,13 +166,6 @@ pub fn prepare(policy: &Policy, store_root: &Path) -> Result<ProxySetup> {
 impl ProxySetup {
     /// Records every proxy event (connections, DNS questions, denials, secret uses, losses)
     /// with `recorder`. Call before the sandbox starts.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the sandbox supervisor passes its recorder; run has no event feed"
-        )
-    )]
     pub fn record_to(&mut self, recorder: events::Recorder) {
         self.recorder = Some(recorder);
     }

@@ -19,6 +19,12 @@ use crate::{exit, output, settings};
 const HINT_DOCTOR: &str = "run 'hardbox doctor' to see which layers this host can enforce";
 
 pub fn run(root: Option<PathBuf>, args: RunArgs) -> Result<u8> {
+    if args.image.is_none() && args.command.is_empty() {
+        output::error(&anyhow!(
+            "run --host needs a command: hardbox run --host -- COMMAND [ARGS...]"
+        ));
+        return Ok(exit::USAGE);
+    }
     // With an image, the sandbox's upper directory lives until the command ends (`--rm`).
     let image = match args
         .image
@@ -122,7 +128,7 @@ impl sandbox::Hooks for RunHooks {
 }
 
 /// The message and hint for a launch failure.
-fn describe(err: &LaunchError) -> anyhow::Error {
+pub(super) fn describe(err: &LaunchError) -> anyhow::Error {
     let message = match err {
         LaunchError::CommandNotFound { .. } | LaunchError::NotExecutable { .. } => err.to_string(),
         _ => {
@@ -266,9 +272,11 @@ pub fn effective_policy(args: &RunArgs) -> Result<Policy> {
 
 /// An image's cached root filesystem and, unless `--read-only`, the sandbox's own upper
 /// directory over it.
-struct PreparedImage {
-    rootfs: ImageRootfs,
-    scratch: Option<Scratch>,
+pub(super) struct PreparedImage {
+    pub rootfs: ImageRootfs,
+    pub scratch: Option<Scratch>,
+    /// A long-lived sandbox's own upper and work directories (kept across stop and start).
+    pub persistent: Option<(PathBuf, PathBuf)>,
 }
 
 const HINT_IMAGES: &str =
@@ -303,12 +311,46 @@ fn prepare_image(root: Option<PathBuf>, reference: &str, args: &RunArgs) -> Resu
     } else {
         Some(Scratch::create(&rootfs)?)
     };
-    Ok(PreparedImage { rootfs, scratch })
+    Ok(PreparedImage {
+        rootfs,
+        scratch,
+        persistent: None,
+    })
+}
+
+/// An image's cached root filesystem for a long-lived sandbox, whose upper and work
+/// directories are `upper` and `work` (created by the caller; kept across stop and start).
+pub(super) fn prepare_persistent_image(
+    root: &Path,
+    reference: &str,
+    upper: &Path,
+    work: &Path,
+) -> Result<PreparedImage> {
+    let store = oci::Store::open(root)
+        .with_context(|| format!("failed to open the store {}", root.display()))?;
+    let euid = rustix::process::geteuid();
+    let ownership = if euid.is_root() {
+        CacheOwnership::Shifted
+    } else {
+        CacheOwnership::Caller { uid: euid.as_raw() }
+    };
+    let rootfs = match sandbox::rootfs::prepare(&store, reference, ownership) {
+        Ok(rootfs) => rootfs,
+        Err(RootfsError::Resolve(err @ oci::ResolveError::NotFound { .. })) => {
+            return Err(output::hinted(err.to_string(), HINT_IMAGES));
+        }
+        Err(err) => return Err(anyhow!(err)),
+    };
+    Ok(PreparedImage {
+        rootfs,
+        scratch: None,
+        persistent: Some((upper.to_path_buf(), work.to_path_buf())),
+    })
 }
 
 /// Resolves the command line and policy: paths made absolute and free of symlinks, defaults
 /// applied.
-fn resolve(
+pub(super) fn resolve(
     root: Option<&Path>,
     args: &RunArgs,
     image: Option<&PreparedImage>,
@@ -532,9 +574,14 @@ fn resolve_image(
         Some(user) => Some(image_user(&image.rootfs.directory, &user)?),
     };
     let identity = identity(user.as_deref())?;
-    let rootfs = match &image.scratch {
-        None => Rootfs::Directory(image.rootfs.directory.clone()),
-        Some(scratch) => Rootfs::Overlay {
+    let rootfs = match (&image.persistent, &image.scratch) {
+        (Some((upper, work)), _) => Rootfs::Overlay {
+            lower: image.rootfs.directory.clone(),
+            upper: upper.clone(),
+            work: work.clone(),
+        },
+        (None, None) => Rootfs::Directory(image.rootfs.directory.clone()),
+        (None, Some(scratch)) => Rootfs::Overlay {
             lower: image.rootfs.directory.clone(),
             upper: scratch.upper.clone(),
             work: scratch.work.clone(),

@@ -1,0 +1,650 @@
+//! End-to-end tests of long-lived sandboxes: `create`, `exec`, `ls`, `stop`, `start`, `rm`,
+//! `logs`, `cp`, `diff`, `port`, `events` and `save`, with the real binary on a static busybox
+//! image made with `scripts/make-oci-layout`, as root (CI runs as root) and rootless.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{repo_root, require_root, require_tool};
+use serde_json::Value;
+
+const BUSYBOX: &str = "/bin/busybox";
+const NOBODY: &str = "65534";
+
+/// A store holding `img:1` (static busybox, `/bin/sh`, `/etc/passwd`, `/etc/group`) and a
+/// workspace, owned by `owner` when the tests run rootless.
+struct Fixture {
+    dir: tempfile::TempDir,
+    rootless: bool,
+}
+
+impl Fixture {
+    fn new(rootless: bool) -> Fixture {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let rootfs = dir.path().join("rootfs");
+        for sub in ["bin", "etc", "data"] {
+            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+        }
+        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox"))
+            .unwrap_or_else(|e| panic!("{BUSYBOX}: {e} (scripts/test installs busybox-static)"));
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+        std::fs::write(rootfs.join("data/keep"), "kept\n").unwrap();
+        std::fs::write(rootfs.join("data/gone"), "deleted later\n").unwrap();
+        let layout = dir.path().join("layout");
+        let status = Command::new(repo_root().join("scripts/make-oci-layout"))
+            .arg(&rootfs)
+            .arg(&layout)
+            .args(["img:1", "none"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "make-oci-layout failed");
+        std::fs::create_dir(dir.path().join("store")).unwrap();
+        std::fs::create_dir(dir.path().join("workspace")).unwrap();
+        if rootless {
+            for path in ["store", "workspace", "layout"] {
+                chown_tree(&dir.path().join(path));
+            }
+        }
+        let fixture = Fixture { dir, rootless };
+        let output = fixture.hardbox(&["image", "import", layout.to_str().unwrap()]);
+        assert!(output.status.success(), "import: {}", text(&output.stderr));
+        fixture
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn workspace(&self) -> PathBuf {
+        self.dir.path().join("workspace")
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = if self.rootless {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--"])
+                .arg(env!("CARGO_BIN_EXE_hardbox"));
+            cmd.env("HOME", "/nonexistent");
+            cmd
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_hardbox"))
+        };
+        cmd.arg("--root").arg(self.store());
+        cmd.current_dir(self.workspace());
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn hardbox(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.hardbox(args);
+        assert!(
+            output.status.success(),
+            "hardbox {args:?} failed with {}\nstdout: {}\nstderr: {}",
+            output.status,
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    /// `exec NAME -- /bin/busybox sh -c SCRIPT`.
+    fn sh(&self, name: &str, script: &str) -> Output {
+        self.hardbox(&["exec", name, "--", "/bin/busybox", "sh", "-c", script])
+    }
+
+    fn sh_ok(&self, name: &str, script: &str) -> String {
+        let output = self.sh(name, script);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "script {script:?} failed\nstdout: {}\nstderr: {}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    fn listed(&self) -> Vec<Value> {
+        let out = self.ok(&["ls", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn state_of(&self, name: &str) -> Option<String> {
+        self.listed()
+            .into_iter()
+            .find(|sandbox| sandbox["name"] == name)
+            .map(|sandbox| sandbox["state"].as_str().unwrap().to_owned())
+    }
+
+    fn events(&self, name: &str) -> Vec<Value> {
+        self.ok(&["events", name, "--json"])
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+fn chown_tree(path: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every process whose environment names `marker` (the sandbox's processes carry it).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if environ
+                .split(|byte| *byte == 0)
+                .any(|entry| entry == format!("MARKER={marker}").as_bytes())
+            {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lifecycle(rootless: bool) {
+    let fixture = Fixture::new(rootless);
+    let name = fixture.ok(&["create", "--name", "box", "-e", "MARKER=lifecycle", "img:1"]);
+    assert_eq!(name.trim(), "box");
+    assert_eq!(fixture.state_of("box").as_deref(), Some("running"));
+
+    // exec: output, exit codes, environment, working directory, not found.
+    assert_eq!(fixture.sh_ok("box", "echo hello; id -u"), "hello\n0\n");
+    assert_eq!(fixture.sh("box", "exit 7").status.code(), Some(7));
+    assert_eq!(fixture.sh_ok("box", "echo $MARKER $EXTRA"), "lifecycle\n");
+    let out = fixture.ok(&[
+        "exec",
+        "-e",
+        "EXTRA=x",
+        "-w",
+        "/data",
+        "box",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo $EXTRA; pwd; cat keep",
+    ]);
+    assert_eq!(out, "x\n/data\nkept\n");
+    let missing = fixture.hardbox(&["exec", "box", "--", "/no/such/program"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(127),
+        "{}",
+        text(&missing.stderr)
+    );
+    // stdin is passed through with -i.
+    let mut child = fixture
+        .command()
+        .args(["exec", "-i", "box", "--", "/bin/busybox", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(text(&output.stdout), "piped\n");
+    // The exec'd command is as confined as run's: no capabilities, seccomp, no_new_privs,
+    // and it shares the sandbox's pid namespace (init is pid 1).
+    let status = fixture.sh_ok(
+        "box",
+        "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; cat /proc/1/comm",
+    );
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+
+    // Files persist across stop and start; stop ends every process of the sandbox.
+    fixture.sh_ok("box", "echo persisted > /data/new; rm /data/gone");
+    fixture.sh_ok("box", "/bin/busybox sleep 1000 >/dev/null 2>&1 &");
+    assert!(!processes_with("lifecycle").is_empty());
+    fixture.ok(&["stop", "box"]);
+    assert_eq!(fixture.state_of("box").as_deref(), Some("stopped"));
+    assert!(
+        processes_with("lifecycle").is_empty(),
+        "processes left after stop"
+    );
+    let refused = fixture.sh("box", "true");
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        text(&refused.stderr).contains("not running"),
+        "{}",
+        text(&refused.stderr)
+    );
+    fixture.ok(&["start", "box"]);
+    assert_eq!(
+        fixture.sh_ok("box", "cat /data/new; ls /data"),
+        "persisted\nkeep\nnew\n"
+    );
+
+    // diff against the image.
+    let diff = fixture.ok(&["diff", "box"]);
+    assert!(diff.lines().any(|line| line == "A /data/new"), "{diff}");
+    assert!(diff.lines().any(|line| line == "D /data/gone"), "{diff}");
+
+    // rm refuses a running sandbox without -f, then removes everything.
+    let refused = fixture.hardbox(&["rm", "box"]);
+    assert!(!refused.status.success());
+    fixture.ok(&["rm", "-f", "box"]);
+    assert!(fixture.listed().is_empty());
+    assert!(
+        processes_with("lifecycle").is_empty(),
+        "processes left after rm"
+    );
+    let sandboxes = fixture.store().join("sandboxes");
+    let left: Vec<_> = std::fs::read_dir(&sandboxes)
+        .map(|dir| dir.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", sandboxes.display());
+}
+
+#[test]
+fn create_exec_stop_start_rm_as_root() {
+    lifecycle(false);
+}
+
+#[test]
+fn create_exec_stop_start_rm_rootless() {
+    lifecycle(true);
+}
+
+#[test]
+fn names_are_unique_and_a_failed_create_leaves_nothing() {
+    let fixture = Fixture::new(false);
+    fixture.ok(&["create", "--name", "one", "img:1"]);
+    let again = fixture.hardbox(&["create", "--name", "one", "img:1"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("one"),
+        "{}",
+        text(&again.stderr)
+    );
+    let missing = fixture.hardbox(&["create", "--name", "two", "img:1", "--", "/no/such"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(127),
+        "{}",
+        text(&missing.stderr)
+    );
+    let names: Vec<String> = fixture
+        .listed()
+        .iter()
+        .map(|sandbox| sandbox["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["one"]);
+    fixture.ok(&["rm", "-f", "one"]);
+}
+
+#[test]
+fn a_main_command_runs_logs_and_stops_the_sandbox_when_it_ends() {
+    let fixture = Fixture::new(false);
+    fixture.ok(&[
+        "create",
+        "--name",
+        "job",
+        "img:1",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo started; echo err >&2; exit 4",
+    ]);
+    wait_until("the job stopped", || {
+        fixture.state_of("job").as_deref() == Some("stopped")
+    });
+    let logs = fixture.ok(&["logs", "job"]);
+    assert!(
+        logs.contains("started\n") && logs.contains("err\n"),
+        "{logs}"
+    );
+    let sandbox = fixture
+        .listed()
+        .into_iter()
+        .find(|sandbox| sandbox["name"] == "job")
+        .unwrap();
+    assert_eq!(sandbox["exit_code"], 4);
+    fixture.ok(&["rm", "job"]);
+}
+
+#[test]
+fn a_killed_supervisor_takes_its_sandbox_down_and_ls_tells_the_truth() {
+    let fixture = Fixture::new(false);
+    fixture.ok(&["create", "--name", "victim", "-e", "MARKER=victim", "img:1"]);
+    fixture.sh_ok("victim", "/bin/busybox sleep 1000 >/dev/null 2>&1 &");
+    assert!(!processes_with("victim").is_empty());
+    let supervisor = fixture
+        .listed()
+        .into_iter()
+        .find(|sandbox| sandbox["name"] == "victim")
+        .unwrap();
+    let init = supervisor["init_pid"].as_u64().unwrap();
+    let ppid = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
+    let ppid: i32 = ppid
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(ppid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_until("the sandbox's processes are gone", || {
+        processes_with("victim").is_empty()
+    });
+    assert_eq!(fixture.state_of("victim").as_deref(), Some("stopped"));
+    fixture.ok(&["start", "victim"]);
+    fixture.sh_ok("victim", "true");
+    fixture.ok(&["rm", "-f", "victim"]);
+    assert!(processes_with("victim").is_empty());
+}
+
+#[test]
+fn events_record_execs_exits_files_and_the_lifecycle() {
+    let fixture = Fixture::new(false);
+    fixture.ok(&["create", "--name", "watched", "img:1"]);
+    fixture.sh_ok(
+        "watched",
+        "/bin/busybox true; echo data > /data/written; exit 0",
+    );
+    let _ = fixture.sh("watched", "exit 3");
+    fixture.ok(&["stop", "watched"]);
+    let events = fixture.events("watched");
+    let named = |name: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|event| event["event.name"] == name)
+            .collect()
+    };
+    let execs = named("hardbox.process.exec");
+    assert!(
+        execs
+            .iter()
+            .any(|event| event["attributes"]["process.command_args"]
+                == serde_json::json!(["/bin/busybox", "true"])),
+        "no exec of busybox true in {execs:#?}"
+    );
+    let exits = named("hardbox.process.exit");
+    assert!(
+        exits
+            .iter()
+            .any(|event| event["attributes"]["process.exit.code"] == 3),
+        "no exit 3 in {exits:#?}"
+    );
+    assert!(
+        events.iter().any(|event| event["event.name"]
+            .as_str()
+            .unwrap()
+            .starts_with("hardbox.file.")
+            && event["attributes"]["file.path"] == "/data/written"),
+        "no file event for /data/written"
+    );
+    let states: Vec<&str> = named("hardbox.sandbox.lifecycle")
+        .iter()
+        .map(|event| {
+            event["attributes"]["hardbox.sandbox.state"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(states, ["started", "stopped"]);
+    let sequences: Vec<u64> = events
+        .iter()
+        .map(|event| event["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(sequences.windows(2).all(|pair| pair[0] < pair[1]));
+    fixture.ok(&["rm", "watched"]);
+}
+
+#[test]
+fn save_writes_an_image_that_runs_again_and_loads_with_skopeo() {
+    require_tool("skopeo");
+    let fixture = Fixture::new(false);
+    fixture.ok(&["create", "--name", "work", "img:1"]);
+    fixture.sh_ok("work", "echo saved > /data/new; rm /data/gone");
+    let archive = fixture.dir.path().join("saved.tar");
+    let digest = fixture.ok(&[
+        "save",
+        "work",
+        "saved:1",
+        "-o",
+        archive.to_str().unwrap(),
+        "--format",
+        "docker-archive",
+    ]);
+    assert!(digest.trim().starts_with("sha256:"), "{digest}");
+    let out = fixture.ok(&[
+        "run",
+        "saved:1",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "cat /data/new; ls /data",
+    ]);
+    assert_eq!(out, "saved\nkeep\nnew\n");
+    let oci = fixture.dir.path().join("oci");
+    let status = Command::new("skopeo")
+        .args([
+            "copy",
+            &format!("docker-archive:{}", archive.display()),
+            &format!("oci:{}:saved", oci.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "skopeo could not load the docker-archive");
+    let inspect: Value =
+        serde_json::from_str(&fixture.ok(&["image", "inspect", "--json", "saved:1"])).unwrap();
+    let config_digest = inspect["config_digest"].as_str().unwrap();
+    let config_path = fixture
+        .store()
+        .join("blobs/sha256")
+        .join(config_digest.trim_start_matches("sha256:"));
+    let config: Value = serde_json::from_slice(&std::fs::read(config_path).unwrap()).unwrap();
+    let labels = &config["config"]["Labels"];
+    assert!(
+        labels["io.hardbox.policy.digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{labels}"
+    );
+    assert!(
+        labels["org.opencontainers.image.base.digest"].is_string(),
+        "{labels}"
+    );
+    fixture.ok(&["rm", "-f", "work"]);
+}
+
+#[test]
+fn host_sandboxes_work_in_the_workspace_and_cp_copies_both_ways() {
+    let fixture = Fixture::new(false);
+    let workspace = fixture.workspace();
+    fixture.ok(&[
+        "create",
+        "--name",
+        "dev",
+        "--host",
+        "--workspace",
+        workspace.to_str().unwrap(),
+    ]);
+    let script = format!("echo made > {}/made.txt", workspace.display());
+    fixture.ok(&["exec", "dev", "--", "/bin/sh", "-c", &script]);
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("made.txt")).unwrap(),
+        "made\n"
+    );
+    let diff = fixture.ok(&["diff", "dev"]);
+    assert!(
+        diff.contains(&format!("A {}/made.txt", workspace.display())),
+        "{diff}"
+    );
+    let outside = fixture.dir.path().join("outside.txt");
+    std::fs::write(&outside, "copied in\n").unwrap();
+    fixture.ok(&["cp", outside.to_str().unwrap(), "dev:/tmp/in.txt"]);
+    assert_eq!(
+        fixture.ok(&["exec", "dev", "--", "/bin/cat", "/tmp/in.txt"]),
+        "copied in\n"
+    );
+    let back = fixture.dir.path().join("back.txt");
+    fixture.ok(&["cp", "dev:/tmp/in.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
+    fixture.ok(&["rm", "-f", "dev"]);
+}
+
+/// Create, exec, stop and remove many times, half of the rounds with the supervisor or the
+/// command killed by SIGKILL: nothing may be left behind.
+#[test]
+fn many_cycles_with_kills_leave_nothing_behind() {
+    let cycles: usize = std::env::var("HARDBOX_LIFECYCLE_CYCLES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(500);
+    let fixture = Fixture::new(false);
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    for round in 0..cycles {
+        let name = format!("cycle{round}");
+        fixture.ok(&["create", "--name", &name, "-e", "MARKER=cycles", "img:1"]);
+        match round % 4 {
+            0 | 1 => {
+                fixture.sh_ok(&name, "echo x > /data/x");
+                fixture.ok(&["stop", "-t", "1", &name]);
+            }
+            2 => {
+                // The command killed mid-run: exec reports 137.
+                let mut child = fixture
+                    .command()
+                    .args(["exec", &name, "--", "/bin/busybox", "sleep", "30"])
+                    .spawn()
+                    .unwrap();
+                wait_until("sleep runs", || !processes_with("cycles").is_empty());
+                // Only the exec'd sleep carries the sandbox's environment.
+                for pid in processes_with("cycles") {
+                    let _ = rustix::process::kill_process(
+                        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                        rustix::process::Signal::KILL,
+                    );
+                }
+                assert_eq!(child.wait().unwrap().code(), Some(137));
+            }
+            _ => {
+                // The supervisor killed.
+                let record = fixture
+                    .listed()
+                    .into_iter()
+                    .find(|sandbox| sandbox["name"] == name.as_str())
+                    .unwrap();
+                let init = record["init_pid"].as_u64().unwrap();
+                let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
+                let ppid: i32 = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(ppid).unwrap(),
+                    rustix::process::Signal::KILL,
+                )
+                .unwrap();
+            }
+        }
+        fixture.ok(&["rm", "-f", &name]);
+    }
+    wait_until("every sandbox process is gone", || {
+        processes_with("cycles").is_empty()
+    });
+    assert!(fixture.listed().is_empty());
+    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(mounts_before, mounts_after, "mounts leaked");
+    fixture.ok(&["system", "gc"]);
+    fixture.ok(&["system", "fsck"]);
+    let sandboxes: Vec<_> = std::fs::read_dir(fixture.store().join("sandboxes"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        sandboxes.is_empty(),
+        "sandbox directories left: {sandboxes:?}"
+    );
+    // Cgroups of sandboxes whose supervisor is gone (other tests' running sandboxes have
+    // cgroups of their own, named after their live supervisor).
+    let cgroups = Command::new("sh")
+        .args([
+            "-c",
+            "find /sys/fs/cgroup -path '*hardbox/run-*' -maxdepth 6 -type d 2>/dev/null || true",
+        ])
+        .output()
+        .unwrap();
+    let abandoned: Vec<String> = text(&cgroups.stdout)
+        .lines()
+        .filter(|path| {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            let owner = name
+                .trim_start_matches("run-")
+                .split('-')
+                .next()
+                .unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{owner}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some(Some(state)) if state != 'Z' && state != 'X')
+        })
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(abandoned, Vec::<String>::new(), "cgroups left");
+}
