@@ -648,3 +648,99 @@ fn many_cycles_with_kills_leave_nothing_behind() {
         .collect();
     assert_eq!(abandoned, Vec::<String>::new(), "cgroups left");
 }
+
+/// An exec storm: every one of 10,000 short processes shows up as an exec event, nothing is
+/// lost, and the sequence numbers have no gap.
+#[test]
+fn an_exec_storm_of_ten_thousand_processes_is_recorded_whole() {
+    let fixture = Fixture::new(false);
+    fixture.ok(&["create", "--name", "storm", "img:1"]);
+    fixture.sh_ok(
+        "storm",
+        "i=0; while [ $i -lt 10000 ]; do /bin/true; i=$((i+1)); done",
+    );
+    fixture.ok(&["stop", "storm"]);
+    let events = fixture.events("storm");
+    let trues = events
+        .iter()
+        .filter(|event| {
+            event["event.name"] == "hardbox.process.exec"
+                && event["attributes"]["process.command_args"] == serde_json::json!(["/bin/true"])
+        })
+        .count();
+    assert_eq!(trues, 10_000);
+    let losses: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["event.name"] == "hardbox.sensor.loss")
+        .collect();
+    assert!(losses.is_empty(), "events were lost: {losses:?}");
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(event["sequence"].as_u64(), Some(index as u64 + 1));
+    }
+    fixture.ok(&["rm", "storm"]);
+}
+
+/// `--otlp-endpoint`: the sandbox's events reach a collector that decodes them with the
+/// official OpenTelemetry protobuf definitions, with the sandbox as the resource.
+#[test]
+fn events_are_exported_as_otlp_logs() {
+    use std::io::BufRead;
+    let fixture = Fixture::new(false);
+    let script = repo_root().join("crates/events/tests/otlp_receiver.py");
+    let mut receiver = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(receiver.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .strip_prefix("PORT ")
+        .and_then(|port| port.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!("the OTLP receiver did not start (pip install opentelemetry-proto): {line:?}")
+        });
+    let endpoint = format!("http://127.0.0.1:{port}");
+    fixture.ok(&[
+        "create",
+        "--name",
+        "otlp",
+        "--otlp-endpoint",
+        &endpoint,
+        "img:1",
+    ]);
+    fixture.sh_ok("otlp", "/bin/busybox echo exported");
+    fixture.ok(&["stop", "otlp"]);
+    drop(receiver.stdin.take());
+    let requests: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(&line.unwrap()).unwrap())
+        .collect();
+    assert!(receiver.wait().unwrap().success());
+    let mut names = Vec::new();
+    let mut echoed = false;
+    for request in &requests {
+        assert!(request.get("decode_error").is_none(), "{request}");
+        for resource_logs in request["resource_logs"].as_array().unwrap() {
+            assert_eq!(resource_logs["resource"]["hardbox.sandbox.name"], "otlp");
+            for record in resource_logs["records"].as_array().unwrap() {
+                let name = record["event_name"].as_str().unwrap().to_owned();
+                if name == "hardbox.process.exec"
+                    && record["attributes"]["process.command_args"]
+                        == serde_json::json!(["/bin/busybox", "echo", "exported"])
+                {
+                    echoed = true;
+                }
+                names.push(name);
+            }
+        }
+    }
+    assert!(echoed, "no exec record of the command in {names:?}");
+    assert!(
+        names.iter().any(|name| name == "hardbox.sandbox.lifecycle"),
+        "{names:?}"
+    );
+    fixture.ok(&["rm", "otlp"]);
+}
