@@ -744,3 +744,44 @@ fn events_are_exported_as_otlp_logs() {
     );
     fixture.ok(&["rm", "otlp"]);
 }
+
+/// Limit hits are events: forks the pids limit refuses, a process the memory limit's OOM
+/// killer ends (and its exec reports 137).
+#[test]
+fn resource_limit_hits_are_recorded() {
+    let fixture = Fixture::new(false);
+    fixture.ok(&[
+        "create",
+        "--name",
+        "limited",
+        "--pids-limit",
+        "16",
+        "--memory",
+        "64m",
+        "img:1",
+    ]);
+    let _ = fixture.sh(
+        "limited",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24; do /bin/busybox sleep 2 & done; wait",
+    );
+    let hog = fixture.sh(
+        "limited",
+        "x=$(/bin/busybox head -c 200000000 /dev/zero | /bin/busybox tr '\\0' a); echo survived",
+    );
+    assert_eq!(hog.status.code(), Some(137), "{}", text(&hog.stdout));
+    fixture.ok(&["stop", "limited"]);
+    let events = fixture.events("limited");
+    let hits: Vec<String> = events
+        .iter()
+        .filter(|event| event["event.name"] == "hardbox.resource.limit")
+        .map(|event| {
+            event["attributes"]["hardbox.resource.name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(hits.iter().any(|name| name == "pids"), "{hits:?}");
+    assert!(hits.iter().any(|name| name == "memory"), "{hits:?}");
+    fixture.ok(&["rm", "limited"]);
+}

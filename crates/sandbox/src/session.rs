@@ -159,6 +159,10 @@ pub enum SessionEvent {
 pub struct Usage {
     pub cpu: Option<Duration>,
     pub memory_bytes: Option<u64>,
+    /// Processes the memory limit's OOM killer killed so far.
+    pub oom_kills: Option<u64>,
+    /// Forks and clones the pids limit refused so far.
+    pub pids_denied: Option<u64>,
 }
 
 /// An exec sent to init that has not started or failed yet.
@@ -382,6 +386,8 @@ impl Session {
         Some(Usage {
             cpu: group.cpu_usage().ok(),
             memory_bytes: group.memory_current().ok(),
+            oom_kills: group.oom_kills().ok(),
+            pids_denied: group.pids_denied().ok(),
         })
     }
 

@@ -38,6 +38,12 @@ mod libc_signal {
     pub const TERM: i32 = 15;
 }
 
+/// How often an idle supervisor looks at the cgroup's limit counters.
+const LIMIT_CHECK: Duration = Duration::from_secs(1);
+
+/// The event of a resource limit hit (an OOM kill, refused forks).
+const RESOURCE_LIMIT: &str = "hardbox.resource.limit";
+
 /// How long the sandbox's other processes get after its main command ended.
 const MAIN_EXIT_GRACE: Duration = Duration::from_secs(2);
 
@@ -302,6 +308,8 @@ struct Supervisor {
     main_exit: Option<i32>,
     /// init's end, once known (the sandbox is over).
     ended: Option<sandbox::ExitStatus>,
+    /// The cgroup's OOM kills and refused forks as last recorded.
+    limit_hits: (u64, u64),
 }
 
 impl Supervisor {
@@ -392,6 +400,7 @@ impl Supervisor {
             main: None,
             main_exit: None,
             ended: None,
+            limit_hits: (0, 0),
         })
     }
 
@@ -479,7 +488,12 @@ impl Supervisor {
             for client in &self.clients {
                 fds.push(PollFd::new(&client.socket, PollFlags::IN));
             }
-            match rustix::event::poll(&mut fds, None) {
+            // Woken at least every LIMIT_CHECK to notice limit hits of idle sandboxes.
+            let timeout = rustix::event::Timespec {
+                tv_sec: LIMIT_CHECK.as_secs() as i64,
+                tv_nsec: 0,
+            };
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(errno) => return Err(anyhow!("poll: {errno}")),
             }
@@ -503,6 +517,7 @@ impl Supervisor {
             }
             if ready[1] {
                 self.session_events()?;
+                self.record_limit_hits();
             }
             for fd in ready_clients {
                 let found = self
@@ -516,8 +531,40 @@ impl Supervisor {
             if ready[0] {
                 self.accept();
             }
+            self.record_limit_hits();
         }
         Ok(())
+    }
+
+    /// Records a `hardbox.resource.limit` event when the cgroup's OOM killer killed a process
+    /// or the pids limit refused forks since the last look.
+    fn record_limit_hits(&mut self) {
+        let Some(usage) = self.launched.session.usage() else {
+            return;
+        };
+        let (oom, pids) = (usage.oom_kills.unwrap_or(0), usage.pids_denied.unwrap_or(0));
+        let limits = &self.launched.plan.settings.limits;
+        if oom > self.limit_hits.0 {
+            self.lifecycle.record(
+                events::Event::new(RESOURCE_LIMIT)
+                    .severity(events::Severity::Warn)
+                    .with("hardbox.resource.name", "memory")
+                    .with("hardbox.resource.limit", limits.memory_bytes.unwrap_or(0))
+                    .with("hardbox.resource.hits", oom - self.limit_hits.0)
+                    .with("hardbox.resource.action", "oom_kill"),
+            );
+        }
+        if pids > self.limit_hits.1 {
+            self.lifecycle.record(
+                events::Event::new(RESOURCE_LIMIT)
+                    .severity(events::Severity::Warn)
+                    .with("hardbox.resource.name", "pids")
+                    .with("hardbox.resource.limit", limits.pids.unwrap_or(0))
+                    .with("hardbox.resource.hits", pids - self.limit_hits.1)
+                    .with("hardbox.resource.action", "fork_refused"),
+            );
+        }
+        self.limit_hits = (oom.max(self.limit_hits.0), pids.max(self.limit_hits.1));
     }
 
     /// Accepts every pending connection.
@@ -762,6 +809,7 @@ impl Supervisor {
     /// Stops the sandbox (unless it ended), the sensors and the spool, records the state, and
     /// answers the `stop` caller.
     fn finish(mut self, registry: &state::Registry, id: &str) {
+        self.record_limit_hits();
         let grace = self
             .stopping
             .as_ref()
