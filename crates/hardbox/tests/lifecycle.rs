@@ -392,6 +392,23 @@ fn events_record_execs_exits_files_and_the_lifecycle() {
         "/bin/busybox true; echo data > /data/written; exit 0",
     );
     let _ = fixture.sh("watched", "exit 3");
+    // The caller's trace context links the exec to its trace and reaches the command.
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = fixture
+        .command()
+        .env("TRACEPARENT", TRACEPARENT)
+        .args([
+            "exec",
+            "watched",
+            "--",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo $TRACEPARENT",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&traced.stdout), format!("{TRACEPARENT}\n"));
     fixture.ok(&["stop", "watched"]);
     let events = fixture.events("watched");
     let named = |name: &str| -> Vec<&Value> {
@@ -422,6 +439,12 @@ fn events_record_execs_exits_files_and_the_lifecycle() {
             .starts_with("hardbox.file.")
             && event["attributes"]["file.path"] == "/data/written"),
         "no file event for /data/written"
+    );
+    assert!(
+        named("hardbox.sandbox.exec")
+            .iter()
+            .any(|event| event["traceparent"] == TRACEPARENT),
+        "no exec linked to the caller's trace"
     );
     let states: Vec<&str> = named("hardbox.sandbox.lifecycle")
         .iter()

@@ -692,9 +692,13 @@ impl Supervisor {
             };
             Some(fds)
         };
-        // The sandbox's environment, with the request's values over it.
+        // The sandbox's environment, with the request's values over it; the caller's trace
+        // context goes on with the command (tools that speak W3C trace context join it).
         let mut merged = self.launched.plan.settings.environment.clone();
-        for (name, value) in environment {
+        let trace_variable = traceparent
+            .clone()
+            .map(|value| ("TRACEPARENT".to_owned(), value));
+        for (name, value) in environment.into_iter().chain(trace_variable) {
             merged.retain(|(existing, _)| *existing != name);
             merged.push((name, value));
         }
