@@ -2,9 +2,11 @@
 //!
 //! Why it exists: long-lived sandboxes (docs/lifecycle.md) record what ran in them. Sampling
 //! (`/proc` scans) misses short processes and ptrace is costly and exclusive; a seccomp filter
-//! that returns `SECCOMP_RET_USER_NOTIF` for `execve`, `execveat` and `exit_group` sees every
-//! one of them, needs no privilege beyond what the sandbox's init already has, and costs one
-//! round trip to the tracer per exec and per exit.
+//! that returns `SECCOMP_RET_USER_NOTIF` for `execve` and `execveat` sees every exec, needs no
+//! privilege beyond what the sandbox's init already has, and costs one round trip to the tracer
+//! per exec. Exits come from a pidfd per exec'd process, which reports the wait status once
+//! the process is reaped (Linux 6.15+); older kernels also notify `exit_group`, a second round
+//! trip per process ([`ExitSource`]).
 //!
 //! How: the sandbox's init calls [`install_listener`] before it starts anything, so every
 //! process of the sandbox inherits the filter, and sends the listener to the supervisor, which
@@ -19,9 +21,12 @@
 //!   the process: the tracer never changes what a syscall does and never leaves a process
 //!   blocked while it runs (events are recorded after the answer, and recording never blocks);
 //! - one [`PROCESS_EXEC`](events::PROCESS_EXEC) event per exec attempt (a failing exec is still
-//!   an attempt) and at most one [`PROCESS_EXIT`](events::PROCESS_EXIT) per process: from
-//!   `exit_group` with its code, or, for a process that exec'd and ended otherwise (a signal),
-//!   from its pidfd;
+//!   an attempt) and one [`PROCESS_EXIT`](events::PROCESS_EXIT) per process that attempted an
+//!   exec, with its exit code or signal: from its pidfd when it is reaped (so a process whose
+//!   parent never reaps it gets its exit event when it is reaped by whoever inherits it), or
+//!   from `exit_group` on kernels before 6.15;
+//! - a process that never execs (a fork of a shell that exits) gets no event with exits from
+//!   pidfds; with `exit_group` notified, it gets an exit event;
 //! - events the spool could not take are counted in [`TraceStats::lost`] (and reported by the
 //!   spool itself), never silently dropped.
 //!
@@ -37,7 +42,7 @@ mod procfs;
 mod remote;
 mod tracer;
 
-pub use filter::{install_listener, program, Arch};
+pub use filter::{install_listener, program, Arch, ExitSource};
 pub use tracer::{spawn, StopReason, TraceOptions, TraceStats, TracerHandle};
 
 /// Attribute of exec and exit events: the process's pid as the sandbox sees it.
@@ -53,11 +58,12 @@ pub const ATTR_PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";
 pub const ATTR_PROCESS_COMMAND_ARGS: &str = "process.command_args";
 /// Attribute of exec events: the working directory as the sandbox sees it.
 pub const ATTR_PROCESS_WORKING_DIRECTORY: &str = "process.working_directory";
-/// Attribute of exit events: the exit code (`exit_group`'s argument, low 8 bits).
+/// Attribute of exit events: the exit code (low 8 bits of `exit_group`'s argument).
 pub const ATTR_PROCESS_EXIT_CODE: &str = "process.exit.code";
 /// Attribute of exit events: the signal that killed the process.
 pub const ATTR_PROCESS_EXIT_SIGNAL: &str = "process.exit.signal";
-/// Attribute of exit events: milliseconds from the process's last exec to its exit (a double).
+/// Attribute of exit events: milliseconds from the process's last exec to its exit (a double;
+/// with exits from pidfds, to its reap, normally at once after the exit).
 pub const ATTR_PROCESS_DURATION_MS: &str = "process.duration_ms";
 /// Attribute of exec events, present (`true`) when argv was cut at the byte limit.
 pub const ATTR_COMMAND_ARGS_TRUNCATED: &str = "hardbox.process.command_args.truncated";

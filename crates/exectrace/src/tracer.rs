@@ -1,6 +1,13 @@
 //! The tracer thread: receives notifications, reads what it records, answers CONTINUE, then
-//! records exec and exit events; watches the processes it saw exec through pidfds, so those
-//! killed by a signal (no `exit_group`) still get an exit event.
+//! records exec and exit events; watches the processes it saw exec through pidfds.
+//!
+//! How exits are seen depends on the kernel ([`ExitSource`]). From Linux 6.15 a pidfd wakes
+//! its poller with `EPOLLHUP` when its process is reaped and then reports the wait status
+//! (`PIDFD_INFO_EXIT`), so the filter leaves `exit_group` alone: a process costs one round trip
+//! (its exec), and its exit is recorded when its parent reaps it, without stopping anything.
+//! On older kernels `exit_group` is notified and answered at once, and the pidfd (readable at
+//! exit) catches processes killed by a signal, whose status comes from `/proc/PID/stat` while
+//! they are zombies.
 //!
 //! What it guarantees (see the crate documentation for the whole contract):
 //!
@@ -9,8 +16,12 @@
 //! - a notification is answered only after everything recorded about it was read and checked
 //!   to still belong to the notifying process (`SECCOMP_IOCTL_NOTIF_ID_VALID`), so a recycled
 //!   pid never lends its data to an event;
-//! - pidfds are handled before notifications of the same wake-up, so a process that exited is
-//!   forgotten before a new process could reuse its pid;
+//! - pidfds are handled before notifications of the same wake-up, and an exec whose pid is
+//!   still listed checks that the listed process is alive, so a process that ended is recorded
+//!   and forgotten before a new process with its pid is listed;
+//! - events are handed to the recorder in batches (at most [`BATCH`] events, at most
+//!   [`BATCH_DELAY`] after the first), so the spool's writer wakes once per batch rather than
+//!   once per event; whatever is held is handed over before the thread ends;
 //! - the thread ends when the listener hangs up (every process that had the filter is gone and
 //!   reaped) or when [`TracerHandle::stop`] asks it to, after answering what is pending.
 
@@ -18,7 +29,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use events::{Event, Recorded, Recorder, Value};
 use rustix::event::epoll::{self, EventData, EventFlags};
@@ -26,9 +37,10 @@ use rustix::event::{eventfd, EventfdFlags};
 use sys::notify::{Listener, Notification};
 use sys::Errno;
 
+use crate::filter::{Arch, ExitSource};
 use crate::procfs::Proc;
 use crate::remote::{self, Memory};
-use crate::{filter::Arch, REDACTED};
+use crate::REDACTED;
 
 /// What the tracer records of each exec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +153,7 @@ pub fn spawn(
     )?;
     let tracer = Tracer {
         arch,
+        exit_source: ExitSource::detect(),
         listener,
         recorder,
         options,
@@ -150,6 +163,8 @@ pub fn spawn(
         pointers: Memory::new(),
         strings: Memory::new(),
         processes: HashMap::new(),
+        batch: Vec::with_capacity(BATCH),
+        batch_since: None,
         execs: 0,
         exits: 0,
         lost: 0,
@@ -165,6 +180,11 @@ const LISTENER: u64 = 0;
 const STOP: u64 = 1;
 const PIDFD: u64 = 2;
 
+/// The most events held before they are handed to the recorder.
+pub(crate) const BATCH: usize = 64;
+/// The longest an event is held before it is handed to the recorder.
+pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(10);
+
 /// A process that exec'd and has not been seen to exit.
 struct Traced {
     sandbox_pid: u32,
@@ -175,6 +195,7 @@ struct Traced {
 
 struct Tracer {
     arch: Arch,
+    exit_source: ExitSource,
     listener: Listener,
     recorder: Recorder,
     options: TraceOptions,
@@ -185,6 +206,9 @@ struct Tracer {
     strings: Memory,
     /// By pid in the tracer's pid namespace.
     processes: HashMap<u32, Traced>,
+    /// Events not yet handed to the recorder, and when the first of them was held.
+    batch: Vec<Event>,
+    batch_since: Option<Instant>,
     execs: u64,
     exits: u64,
     lost: u64,
@@ -222,6 +246,7 @@ impl Tracer {
                 self.process_exited(pid);
             }
         }
+        self.flush();
         TraceStats {
             execs: self.execs,
             exits: self.exits,
@@ -246,18 +271,30 @@ impl Tracer {
                     return StopReason::Requested;
                 }
             }
-            // Once stopping, only look at what is ready now.
-            let timeout = stopping.then_some(rustix::event::Timespec {
+            // Once stopping, only look at what is ready now; with events held, wake up when
+            // they are due.
+            let timeout = if stopping {
+                Some(Duration::ZERO)
+            } else {
+                self.batch_since
+                    .map(|since| BATCH_DELAY.saturating_sub(since.elapsed()))
+            };
+            let timeout = timeout.map(|delay| rustix::event::Timespec {
                 tv_sec: 0,
-                tv_nsec: 0,
+                // Below BATCH_DELAY: fits and stays under a second.
+                tv_nsec: i64::from(delay.subsec_nanos()),
             });
             let count = match epoll::wait(&self.epoll, &mut ready[..], timeout.as_ref()) {
                 Ok(count) => count,
                 Err(Errno::INTR) => continue,
                 Err(errno) => return StopReason::Failed(errno),
             };
-            if count == 0 && stopping {
-                return StopReason::Requested;
+            if count == 0 {
+                if stopping {
+                    return StopReason::Requested;
+                }
+                self.flush();
+                continue;
             }
             let mut listener = None;
             // Exits first: a pid is forgotten before a notification could come from its reuse.
@@ -284,6 +321,13 @@ impl Tracer {
                     return StopReason::HangUp;
                 }
             }
+            if self.batch.len() >= BATCH
+                || self
+                    .batch_since
+                    .is_some_and(|since| since.elapsed() >= BATCH_DELAY)
+            {
+                self.flush();
+            }
         }
     }
 
@@ -306,10 +350,22 @@ impl Tracer {
         self.listener.continue_syscall(id).is_ok()
     }
 
+    /// Holds `event` for the next batch.
     fn record(&mut self, event: Event) {
-        if self.recorder.record(event) == Recorded::Dropped {
-            self.lost += 1;
+        if self.batch.is_empty() {
+            self.batch_since = Some(Instant::now());
         }
+        self.batch.push(event);
+    }
+
+    /// Hands the held events to the recorder.
+    fn flush(&mut self) {
+        for event in self.batch.drain(..) {
+            if self.recorder.record(event) == Recorded::Dropped {
+                self.lost += 1;
+            }
+        }
+        self.batch_since = None;
     }
 
     fn exec(&mut self, notification: &Notification, execveat: bool) {
@@ -325,11 +381,17 @@ impl Tracer {
         match (self.processes.get_mut(&exec.tgid), exec.pidfd) {
             (Some(traced), _) => traced.exec_at = started,
             (None, Some(pidfd)) => {
+                // With exits from pidfds, only the reap matters: EPOLLHUP, which epoll always
+                // reports (no wake-up at exit, while the parent has not reaped yet).
+                let flags = match self.exit_source {
+                    ExitSource::Pidfd => EventFlags::empty(),
+                    ExitSource::ExitGroup => EventFlags::IN,
+                };
                 let watched = epoll::add(
                     &self.epoll,
                     &pidfd,
                     EventData::new_u64(u64::from(exec.tgid) + PIDFD),
-                    EventFlags::IN,
+                    flags,
                 );
                 if watched.is_ok() {
                     self.processes.insert(
@@ -355,6 +417,7 @@ impl Tracer {
         let tid = notification.pid;
         let process = self.proc.process(tid).ok()?;
         let status = self.proc.status_in(&process).ok()?;
+        self.forget_if_reaped(status.tgid);
         let pidfd = if self.processes.contains_key(&status.tgid) {
             None
         } else {
@@ -458,6 +521,17 @@ impl Tracer {
         self.record(event);
     }
 
+    /// Records the exit of listed process `pid` if it was reaped: its pid is being reused, and
+    /// the wake-up of its pidfd was not handled yet.
+    fn forget_if_reaped(&mut self, pid: u32) {
+        let reaped = self.processes.get(&pid).is_some_and(|traced| {
+            sys::notify::pidfd_is_unreaped(traced.pidfd.as_fd()) == Ok(false)
+        });
+        if reaped {
+            self.process_exited(pid);
+        }
+    }
+
     /// Stops watching process `pid` and returns what was known of it.
     fn forget(&mut self, pid: u32) -> Option<Traced> {
         let traced = self.processes.remove(&pid)?;
@@ -465,21 +539,24 @@ impl Tracer {
         Some(traced)
     }
 
-    /// The pidfd of `pid` became readable: it ended without `exit_group` (a signal, or its
-    /// last thread's `exit`). Its wait status comes from `/proc/PID/stat` while it is a zombie
-    /// (checked through the pidfd after reading, so the pid was not yet recycled), else from
-    /// the pidfd itself on kernels that keep it (6.15+), else it is recorded without one.
+    /// The pidfd of `pid` woke up: with [`ExitSource::Pidfd`] it was reaped, with
+    /// [`ExitSource::ExitGroup`] it ended without `exit_group` (a signal, or its last thread's
+    /// `exit`). Its wait status comes from the pidfd once reaped (6.15+), else from
+    /// `/proc/PID/stat` while it is a zombie (checked through the pidfd after reading, so the
+    /// pid was not yet recycled), else it is recorded without one.
     fn process_exited(&mut self, pid: u32) {
         let Some(traced) = self.forget(pid) else {
             return;
         };
         let pidfd: BorrowedFd<'_> = traced.pidfd.as_fd();
-        let from_proc = self
-            .proc
-            .exit_status(pid)
-            .ok()
-            .filter(|_| sys::notify::pidfd_is_unreaped(pidfd) == Ok(true));
-        let status = from_proc.or_else(|| sys::notify::pidfd_exit_status(pidfd).ok().flatten());
+        let status = match sys::notify::pidfd_exit_status(pidfd) {
+            Ok(Some(status)) => Some(status),
+            _ => self
+                .proc
+                .exit_status(pid)
+                .ok()
+                .filter(|_| sys::notify::pidfd_is_unreaped(pidfd) == Ok(true)),
+        };
         let mut event = Event::new(events::PROCESS_EXIT)
             .with(crate::ATTR_PROCESS_PID, i64::from(traced.sandbox_pid))
             .with(

@@ -410,3 +410,52 @@ fn stop_ends_the_tracer_while_traced_processes_still_run() {
     );
     spool.close().unwrap();
 }
+
+/// Exit codes and signals of processes reaped by their parents before the tracer looks (with
+/// exits from pidfds, the tracer only ever looks after the reap).
+#[test]
+fn exit_codes_and_signals_of_reaped_processes_are_recorded() {
+    let dir = scratch();
+    let script = "/bin/sh -c 'exit 5'; /bin/sh -c 'kill -TERM $$'; /bin/sh -c 'kill -9 $$'; \
+                  (exit 4); /bin/true & wait; exit 0";
+    let (stats, _, output, _) = trace_here(
+        dir.path(),
+        TraceOptions::default(),
+        &["/bin/sh", "-c", script],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let events = spool_events(&dir.path().join("events"));
+    let exit = |argv: &[&str]| {
+        let pid = int(exec_with(&events, argv), exectrace::ATTR_PROCESS_PID).unwrap();
+        let exit = exit_of(&events, pid);
+        (
+            int(exit, exectrace::ATTR_PROCESS_EXIT_CODE),
+            int(exit, exectrace::ATTR_PROCESS_EXIT_SIGNAL),
+        )
+    };
+    assert_eq!(exit(&["/bin/sh", "-c", "exit 5"]), (Some(5), None));
+    assert_eq!(exit(&["/bin/true"]), (Some(0), None));
+    assert_eq!(exit(&["/bin/sh", "-c", script]), (Some(0), None));
+    if exectrace::ExitSource::detect() == exectrace::ExitSource::Pidfd {
+        assert_eq!(exit(&["/bin/sh", "-c", "kill -TERM $$"]), (None, Some(15)));
+        assert_eq!(exit(&["/bin/sh", "-c", "kill -9 $$"]), (None, Some(9)));
+        // The subshell never execs: without exit_group notifications it is not seen at all.
+        assert_eq!(stats.exits, stats.execs, "{events:#?}");
+    } else {
+        assert!(stats.exits > stats.execs, "{events:#?}");
+    }
+}
+
+/// The filter notifies `exit_group` exactly where the kernel cannot report exits through
+/// pidfds.
+#[test]
+fn the_filter_notifies_exit_group_only_without_exits_from_pidfds() {
+    let arch = exectrace::Arch::native().unwrap();
+    let program = exectrace::program(arch, exectrace::ExitSource::detect());
+    let exit_group = u32::try_from(arch.exit_group()).unwrap();
+    let tested = program.iter().any(|i| i.code == 0x15 && i.k == exit_group);
+    assert_eq!(
+        tested,
+        exectrace::ExitSource::detect() == exectrace::ExitSource::ExitGroup
+    );
+}
