@@ -67,6 +67,26 @@ pub(crate) fn parse_status(text: &[u8]) -> Option<Status> {
     })
 }
 
+/// The `NSpid` line of a pidfd's `/proc/self/fdinfo/FD`: the process's pid in its innermost
+/// pid namespace (the last field) and how many namespaces (seen from the reader's) hold it.
+pub(crate) fn parse_fdinfo_pid(text: &[u8]) -> Option<(u32, usize)> {
+    let line = text
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"NSpid:"))?;
+    let mut last = None;
+    let mut count = 0;
+    for field in line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|field| !field.is_empty())
+    {
+        let pid: i64 = std::str::from_utf8(field).ok()?.parse().ok()?;
+        // -1 (or 0) once the process is gone.
+        last = Some(u32::try_from(pid).ok().filter(|&pid| pid > 0)?);
+        count += 1;
+    }
+    last.map(|pid| (pid, count))
+}
+
 /// The `exit_code` field (52) of `/proc/PID/stat`: the wait status of an exited process (0
 /// while it runs, or when the reader may not see it).
 pub(crate) fn parse_stat_exit_code(text: &[u8]) -> Option<i32> {
@@ -100,6 +120,8 @@ pub(crate) fn sandbox_view(root: &[u8], path: &[u8]) -> Vec<u8> {
 /// Reads of `/proc` through one directory descriptor and reusable buffers.
 pub(crate) struct Proc {
     dir: OwnedFd,
+    /// `/proc/self/fdinfo` of the tracer's process.
+    fdinfo: OwnedFd,
     path: String,
     buffer: Vec<u8>,
 }
@@ -114,8 +136,15 @@ impl Proc {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let fdinfo = rustix::fs::openat(
+            &dir,
+            "self/fdinfo",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(Proc {
             dir,
+            fdinfo,
             path: String::with_capacity(64),
             buffer: vec![0; BUFFER],
         })
@@ -157,6 +186,24 @@ impl Proc {
     pub(crate) fn status_in(&mut self, process: &OwnedFd) -> Result<Status, Errno> {
         let length = self.read_in(process, "status")?;
         parse_status(&self.buffer[..length]).ok_or(Errno::INVAL)
+    }
+
+    /// The pid in its innermost pid namespace, and the number of levels, of the process of
+    /// `pidfd` (from the pidfd's fdinfo, which the kernel writes with little work, unlike a
+    /// process's `status`).
+    pub(crate) fn pidfd_sandbox_pid(&mut self, pidfd: &OwnedFd) -> Result<(u32, usize), Errno> {
+        use std::os::fd::AsRawFd as _;
+        self.path.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(self.path, "{}", pidfd.as_raw_fd());
+        let file = rustix::fs::openat(
+            &self.fdinfo,
+            self.path.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )?;
+        let length = sys::process::read_full(&file, &mut self.buffer)?;
+        parse_fdinfo_pid(&self.buffer[..length]).ok_or(Errno::SRCH)
     }
 
     /// The wait status of process `pid` from its `stat` (meaningful once it exited).
@@ -214,6 +261,20 @@ Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nNStgid:\t4242\t7\nNSpid:\t4243
             })
         );
         assert_eq!(parse_status(b"Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn fdinfo_gives_the_innermost_pid_of_a_pidfd() {
+        let text = b"pos:\t0\nflags:\t02000002\nmnt_id:\t4\nino:\t7\nPid:\t4242\nNSpid:\t4242\t7\n";
+        assert_eq!(parse_fdinfo_pid(text), Some((7, 2)));
+        assert_eq!(parse_fdinfo_pid(b"Pid:\t-1\nNSpid:\t-1\n"), None);
+        assert_eq!(parse_fdinfo_pid(b"Pid:\t10\n"), None);
+        let mut proc = Proc::open().unwrap_or_else(|e| panic!("{e}"));
+        let pidfd = sys::notify::pidfd_open(std::process::id()).unwrap_or_else(|e| panic!("{e}"));
+        let (pid, _) = proc
+            .pidfd_sandbox_pid(&pidfd)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pid, std::process::id());
     }
 
     #[test]

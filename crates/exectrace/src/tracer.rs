@@ -38,7 +38,7 @@ use sys::notify::{Listener, Notification};
 use sys::Errno;
 
 use crate::filter::{Arch, ExitSource};
-use crate::procfs::Proc;
+use crate::procfs::{Proc, Status};
 use crate::remote::{self, Memory};
 use crate::REDACTED;
 
@@ -188,6 +188,8 @@ pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(10);
 /// A process that exec'd and has not been seen to exit.
 struct Traced {
     sandbox_pid: u32,
+    /// How many pid namespaces (seen from the tracer's) hold it.
+    levels: usize,
     pidfd: OwnedFd,
     /// Its last exec.
     exec_at: Instant,
@@ -220,6 +222,7 @@ struct Exec {
     tgid: u32,
     /// The process's pid in its own namespace.
     pid: u32,
+    levels: usize,
     /// Opened when the process is not in the table yet.
     pidfd: Option<OwnedFd>,
     record: ExecRecord,
@@ -398,6 +401,7 @@ impl Tracer {
                         exec.tgid,
                         Traced {
                             sandbox_pid: exec.pid,
+                            levels: exec.levels,
                             pidfd,
                             exec_at: started,
                         },
@@ -416,13 +420,7 @@ impl Tracer {
     fn read_exec(&mut self, notification: &Notification, execveat: bool) -> Option<Exec> {
         let tid = notification.pid;
         let process = self.proc.process(tid).ok()?;
-        let status = self.proc.status_in(&process).ok()?;
-        self.forget_if_reaped(status.tgid);
-        let pidfd = if self.processes.contains_key(&status.tgid) {
-            None
-        } else {
-            sys::notify::pidfd_open(status.tgid).ok()
-        };
+        let (status, pidfd) = self.identify(tid, &process)?;
         let parent_pid = self.sandbox_parent(status.parent, status.levels);
         let arguments = &notification.arguments;
         let (path_address, argv_address) = if execveat {
@@ -461,6 +459,7 @@ impl Tracer {
         Some(Exec {
             tgid: status.tgid,
             pid: status.sandbox_pid,
+            levels: status.levels,
             pidfd,
             record: ExecRecord {
                 pid: status.sandbox_pid,
@@ -472,6 +471,48 @@ impl Tracer {
                 incomplete,
             },
         })
+    }
+
+    /// Who thread `tid` (whose `/proc/TID` is `process`) is, and a pidfd of its process unless
+    /// it is listed. Without a file to read where possible: a listed process that is still
+    /// unreaped is the same process (its pid cannot be reused meanwhile), and a new process's
+    /// leader has a pidfd that gives its parent (`PIDFD_GET_INFO`) and, through its fdinfo, its
+    /// pid in the sandbox. Otherwise (a thread other than the leader, kernels before 6.13) from
+    /// `/proc/TID/status`.
+    fn identify(&mut self, tid: u32, process: &OwnedFd) -> Option<(Status, Option<OwnedFd>)> {
+        self.forget_if_reaped(tid);
+        if let Some(traced) = self.processes.get(&tid) {
+            if let Ok(ids) = sys::notify::pidfd_ids(traced.pidfd.as_fd()) {
+                let status = Status {
+                    tgid: tid,
+                    sandbox_pid: traced.sandbox_pid,
+                    levels: traced.levels,
+                    parent: ids.parent,
+                };
+                return Some((status, None));
+            }
+        } else if let Ok(pidfd) = sys::notify::pidfd_open(tid) {
+            let ids = sys::notify::pidfd_ids(pidfd.as_fd()).ok();
+            if let Some(ids) = ids.filter(|ids| ids.tgid == tid) {
+                if let Ok((sandbox_pid, levels)) = self.proc.pidfd_sandbox_pid(&pidfd) {
+                    let status = Status {
+                        tgid: tid,
+                        sandbox_pid,
+                        levels,
+                        parent: ids.parent,
+                    };
+                    return Some((status, Some(pidfd)));
+                }
+            }
+        }
+        let status = self.proc.status_in(process).ok()?;
+        self.forget_if_reaped(status.tgid);
+        let pidfd = if self.processes.contains_key(&status.tgid) {
+            None
+        } else {
+            sys::notify::pidfd_open(status.tgid).ok()
+        };
+        Some((status, pidfd))
     }
 
     /// The parent's pid as the sandbox sees it: from the table when it exec'd, else from its

@@ -399,6 +399,48 @@ pub fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Result<Option<i32>, Errno> {
     Ok(Some(info.exit_code))
 }
 
+/// `PIDFD_INFO_PID`.
+const PIDFD_INFO_PID: u64 = 1 << 0;
+
+/// The ids of a pidfd's process as the caller's pid namespace sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PidfdIds {
+    pub pid: u32,
+    pub tgid: u32,
+    /// 0 when the parent is not visible in the caller's pid namespace.
+    pub parent: u32,
+}
+
+/// The pid, thread-group id and parent of the live process of `pidfd` (`PIDFD_GET_INFO` with
+/// `PIDFD_INFO_PID`, Linux 6.13 and later): one ioctl, no file to open. `ESRCH` once the
+/// process was reaped; `ENOTTY` or `EINVAL` from older kernels.
+pub fn pidfd_ids(pidfd: BorrowedFd<'_>) -> Result<PidfdIds, Errno> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_PID,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: as in `pidfd_exit_status`: the ioctl reads the mask from and writes at most 64
+    // bytes to a valid `repr(C)` 64-byte local.
+    let result = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_INFO as _,
+            std::ptr::from_mut(&mut info),
+        )
+    };
+    if result < 0 {
+        return Err(last_errno(Errno::NOTTY));
+    }
+    if info.mask & PIDFD_INFO_PID == 0 {
+        return Err(Errno::SRCH);
+    }
+    Ok(PidfdIds {
+        pid: info.pid,
+        tgid: info.tgid,
+        parent: info.ppid,
+    })
+}
+
 /// Whether the running kernel keeps the exit status of a reaped process for its pidfds
 /// (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`) and wakes a pidfd's pollers with `EPOLLHUP` when
 /// its process is reaped: both since Linux 6.15, told by the kernel's release (`uname`).
@@ -464,6 +506,25 @@ mod tests {
         assert_eq!(pidfd_is_unreaped(pidfd.as_fd()), Ok(true));
         match pidfd_exit_status(pidfd.as_fd()) {
             Ok(status) => assert_eq!(status, None),
+            Err(errno) => assert!(matches!(errno, Errno::NOTTY | Errno::INVAL), "{errno}"),
+        }
+    }
+
+    #[test]
+    fn a_pidfd_gives_the_ids_of_its_process() {
+        let pidfd = pidfd_open(std::process::id()).unwrap_or_else(|e| panic!("{e}"));
+        match pidfd_ids(pidfd.as_fd()) {
+            Ok(ids) => {
+                assert_eq!(
+                    (ids.pid, ids.tgid),
+                    (std::process::id(), std::process::id())
+                );
+                assert_eq!(
+                    ids.parent,
+                    rustix::process::getppid()
+                        .map_or(0, |p| p.as_raw_nonzero().get().unsigned_abs())
+                );
+            }
             Err(errno) => assert!(matches!(errno, Errno::NOTTY | Errno::INVAL), "{errno}"),
         }
     }
