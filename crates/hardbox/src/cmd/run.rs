@@ -282,9 +282,10 @@ pub(super) struct PreparedImage {
 const HINT_IMAGES: &str =
     "run 'hardbox image ls' to see the images in the store, or 'hardbox image import' to add one";
 
-fn prepare_image(root: Option<PathBuf>, reference: &str, args: &RunArgs) -> Result<PreparedImage> {
-    let root = crate::settings::store_root(root)?;
-    let store = oci::Store::open(&root)
+/// The cached root filesystem of image `reference` in the store at `root`, unpacked for this
+/// user's sandboxes (shifted ids as root, the caller's own rootless) on first use.
+pub(super) fn image_rootfs(root: &Path, reference: &str) -> Result<ImageRootfs> {
+    let store = oci::Store::open(root)
         .with_context(|| format!("failed to open the store {}", root.display()))?;
     let euid = rustix::process::geteuid();
     let ownership = if euid.is_root() {
@@ -292,13 +293,19 @@ fn prepare_image(root: Option<PathBuf>, reference: &str, args: &RunArgs) -> Resu
     } else {
         CacheOwnership::Caller { uid: euid.as_raw() }
     };
-    let rootfs = match sandbox::rootfs::prepare(&store, reference, ownership) {
-        Ok(rootfs) => rootfs,
+    match sandbox::rootfs::prepare(&store, reference, ownership) {
+        Ok(rootfs) => Ok(rootfs),
         Err(RootfsError::Resolve(err @ oci::ResolveError::NotFound { .. })) => {
-            return Err(output::hinted(err.to_string(), HINT_IMAGES));
+            Err(output::hinted(err.to_string(), HINT_IMAGES))
         }
-        Err(err) => return Err(anyhow!(err)),
-    };
+        Err(err) => Err(anyhow!(err)),
+    }
+}
+
+fn prepare_image(root: Option<PathBuf>, reference: &str, args: &RunArgs) -> Result<PreparedImage> {
+    let root = crate::settings::store_root(root)?;
+    let rootfs = image_rootfs(&root, reference)?;
+    let euid = rustix::process::geteuid();
     let scratch = if args.read_only {
         None
     } else if euid.is_root() && sandbox::rootfs::in_memory_supported() {
@@ -326,23 +333,8 @@ pub(super) fn prepare_persistent_image(
     upper: &Path,
     work: &Path,
 ) -> Result<PreparedImage> {
-    let store = oci::Store::open(root)
-        .with_context(|| format!("failed to open the store {}", root.display()))?;
-    let euid = rustix::process::geteuid();
-    let ownership = if euid.is_root() {
-        CacheOwnership::Shifted
-    } else {
-        CacheOwnership::Caller { uid: euid.as_raw() }
-    };
-    let rootfs = match sandbox::rootfs::prepare(&store, reference, ownership) {
-        Ok(rootfs) => rootfs,
-        Err(RootfsError::Resolve(err @ oci::ResolveError::NotFound { .. })) => {
-            return Err(output::hinted(err.to_string(), HINT_IMAGES));
-        }
-        Err(err) => return Err(anyhow!(err)),
-    };
     Ok(PreparedImage {
-        rootfs,
+        rootfs: image_rootfs(root, reference)?,
         scratch: None,
         persistent: Some((upper.to_path_buf(), work.to_path_buf())),
     })

@@ -20,19 +20,12 @@ use serde::Serialize;
 
 use super::{alive, lookup, registry, Stored, SNAPSHOT_FILE};
 use crate::cli::{CpArgs, DiffArgs, SaveArgs, SaveFormat};
+use crate::cmd::run;
 use crate::{exit, output};
 
 /// The image's cached root filesystem (the overlay's lower layer) of an image sandbox.
 fn lower_dir(root: &Path, digest: &str) -> Result<PathBuf> {
-    let store = oci::Store::open(root)
-        .with_context(|| format!("failed to open the store {}", root.display()))?;
-    let euid = rustix::process::geteuid();
-    let ownership = if euid.is_root() {
-        sandbox::CacheOwnership::Shifted
-    } else {
-        sandbox::CacheOwnership::Caller { uid: euid.as_raw() }
-    };
-    let rootfs = sandbox::rootfs::prepare(&store, digest, ownership)
+    let rootfs = run::image_rootfs(root, digest)
         .with_context(|| format!("failed to prepare the image {digest}"))?;
     Ok(rootfs.directory)
 }
