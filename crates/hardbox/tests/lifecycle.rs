@@ -134,6 +134,31 @@ impl Fixture {
             .map(|sandbox| sandbox["state"].as_str().unwrap().to_owned())
     }
 
+    /// SIGKILLs the supervisor of sandbox `name` (the parent of its init).
+    fn kill_supervisor(&self, name: &str) {
+        let record = self
+            .listed()
+            .into_iter()
+            .find(|sandbox| sandbox["name"] == name)
+            .unwrap();
+        let init = record["init_pid"].as_u64().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
+        let ppid: i32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(ppid).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+    }
+
     fn events(&self, name: &str) -> Vec<Value> {
         self.ok(&["events", name, "--json"])
             .lines()
@@ -352,27 +377,7 @@ fn a_killed_supervisor_takes_its_sandbox_down_and_ls_tells_the_truth() {
     fixture.ok(&["create", "--name", "victim", "-e", "MARKER=victim", "img:1"]);
     fixture.sh_ok("victim", "/bin/busybox sleep 1000 >/dev/null 2>&1 &");
     assert!(!processes_with("victim").is_empty());
-    let supervisor = fixture
-        .listed()
-        .into_iter()
-        .find(|sandbox| sandbox["name"] == "victim")
-        .unwrap();
-    let init = supervisor["init_pid"].as_u64().unwrap();
-    let ppid = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
-    let ppid: i32 = ppid
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(ppid).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    fixture.kill_supervisor("victim");
     wait_until("the sandbox's processes are gone", || {
         processes_with("victim").is_empty()
     });
@@ -599,27 +604,7 @@ fn many_cycles_with_kills_leave_nothing_behind() {
             }
             _ => {
                 // The supervisor killed.
-                let record = fixture
-                    .listed()
-                    .into_iter()
-                    .find(|sandbox| sandbox["name"] == name.as_str())
-                    .unwrap();
-                let init = record["init_pid"].as_u64().unwrap();
-                let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
-                let ppid: i32 = stat
-                    .rsplit(')')
-                    .next()
-                    .unwrap()
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                rustix::process::kill_process(
-                    rustix::process::Pid::from_raw(ppid).unwrap(),
-                    rustix::process::Signal::KILL,
-                )
-                .unwrap();
+                fixture.kill_supervisor(&name);
             }
         }
         fixture.ok(&["rm", "-f", &name]);

@@ -204,14 +204,8 @@ fn launch(root: &Path, dir: &Path) -> Result<Launched, (u8, anyhow::Error)> {
         listeners: None,
         publisher,
     };
-    let session = sandbox::start_session(&plan, &mut hooks, options).map_err(|err| {
-        let code = match err {
-            LaunchError::CommandNotFound { .. } => exit::NOT_FOUND,
-            LaunchError::NotExecutable { .. } => exit::NOT_EXECUTABLE,
-            _ => exit::LAUNCH_FAILED,
-        };
-        (code, run::describe(&err))
-    })?;
+    let session = sandbox::start_session(&plan, &mut hooks, options)
+        .map_err(|err| (failure_code(&err), run::describe(&err)))?;
     Ok(Launched {
         session,
         hooks,
@@ -428,7 +422,7 @@ impl Supervisor {
             .launched
             .session
             .exec(&request, Some(stdio))
-            .map_err(|err| (failure_code(&err), format!("{:#}", run::describe(&err))))?;
+            .map_err(|err| failure(&err))?;
         self.main = Some(id);
         loop {
             let mut fds = [PollFd::from_borrowed_fd(
@@ -446,16 +440,11 @@ impl Supervisor {
                     }
                     Ok(Some(SessionEvent::Failed { id: failed, error })) if failed == id => {
                         self.main = None;
-                        return Err((failure_code(&error), format!("{:#}", run::describe(&error))));
+                        return Err(failure(&error));
                     }
                     Ok(Some(SessionEvent::Exited { id: exited, status })) if exited == id => {
                         // Ended before its start was reported: it ran.
-                        self.main = None;
-                        self.main_exit = Some(status.code());
-                        self.stopping = Some(Stopping {
-                            requester: None,
-                            grace: MAIN_EXIT_GRACE,
-                        });
+                        self.main_ended(status);
                         return Ok(());
                     }
                     Ok(Some(SessionEvent::Ended { status })) => {
@@ -724,10 +713,10 @@ impl Supervisor {
                 );
                 None
             }
-            Err(err) => Some(Reply::Failed {
-                code: failure_code(&err),
-                message: format!("{:#}", run::describe(&err)),
-            }),
+            Err(err) => {
+                let (code, message) = failure(&err);
+                Some(Reply::Failed { code, message })
+            }
         }
     }
 
@@ -744,6 +733,19 @@ impl Supervisor {
         self.clients
             .iter()
             .position(|client| client.exec == Some(id))
+    }
+
+    /// The main command ended with `status`: the sandbox stops (its other processes get
+    /// [`MAIN_EXIT_GRACE`]) unless it is stopping already.
+    fn main_ended(&mut self, status: sandbox::ExitStatus) {
+        self.main = None;
+        self.main_exit = Some(status.code());
+        if self.stopping.is_none() {
+            self.stopping = Some(Stopping {
+                requester: None,
+                grace: MAIN_EXIT_GRACE,
+            });
+        }
     }
 
     /// Handles every event the session has.
@@ -764,22 +766,12 @@ impl Supervisor {
                 SessionEvent::Failed { id, error } => {
                     if let Some(index) = self.client_of(id) {
                         self.clients[index].exec = None;
-                        let reply = Reply::Failed {
-                            code: failure_code(&error),
-                            message: format!("{:#}", run::describe(&error)),
-                        };
-                        self.reply(index, &reply, &[]);
+                        let (code, message) = failure(&error);
+                        self.reply(index, &Reply::Failed { code, message }, &[]);
                     }
                 }
                 SessionEvent::Exited { id, status } if self.main == Some(id) => {
-                    self.main = None;
-                    self.main_exit = Some(status.code());
-                    if self.stopping.is_none() {
-                        self.stopping = Some(Stopping {
-                            requester: None,
-                            grace: MAIN_EXIT_GRACE,
-                        });
-                    }
+                    self.main_ended(status);
                 }
                 SessionEvent::Exited { id, status } => {
                     if let Some(index) = self.client_of(id) {
@@ -793,15 +785,7 @@ impl Supervisor {
                         );
                     }
                 }
-                SessionEvent::MainExited { status } => {
-                    self.main_exit = Some(status.code());
-                    if self.stopping.is_none() {
-                        self.stopping = Some(Stopping {
-                            requester: None,
-                            grace: MAIN_EXIT_GRACE,
-                        });
-                    }
-                }
+                SessionEvent::MainExited { status } => self.main_ended(status),
                 SessionEvent::Ended { status } => {
                     self.ended = Some(status);
                     return Ok(());
@@ -869,11 +853,12 @@ fn lifecycle_event(record: &state::SandboxRecord, state: &str) -> events::Event 
 
 /// `run`'s exit code for a launch error.
 fn failure_code(err: &LaunchError) -> u8 {
-    match err {
-        LaunchError::CommandNotFound { .. } => exit::NOT_FOUND,
-        LaunchError::NotExecutable { .. } => exit::NOT_EXECUTABLE,
-        _ => exit::LAUNCH_FAILED,
-    }
+    u8::try_from(err.exit_code()).unwrap_or(exit::LAUNCH_FAILED)
+}
+
+/// `run`'s exit code and message for a launch error.
+fn failure(err: &LaunchError) -> (u8, String) {
+    (failure_code(err), format!("{:#}", run::describe(err)))
 }
 
 /// Follows the spool and posts its events to the OTLP collector at `endpoint`: a reader thread
