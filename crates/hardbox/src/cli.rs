@@ -21,6 +21,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Manage images in the local store
     #[command(subcommand)]
@@ -235,6 +236,7 @@ pub struct SuperviseArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum SecretCommand {
     /// Store a secret: its value from stdin (one trailing newline dropped) or --from-file
     Set(SecretSetArgs),
@@ -263,6 +265,7 @@ pub struct SecretRmArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum KeyCommand {
     /// Generate a signing key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM)
     Generate(KeyGenerateArgs),
@@ -370,6 +373,7 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum PolicyCommand {
     /// Print the effective policy: the built-in default, then the policy file
     Show(PolicyShowArgs),
@@ -507,6 +511,7 @@ pub struct JsonFlag {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// Import an OCI image layout directory, an OCI archive or a docker-archive tar
     Import(ImportArgs),
@@ -610,6 +615,7 @@ pub struct LimitArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum SystemCommand {
     /// Remove blobs no image refers to, and leftovers of interrupted commands
     Gc(JsonFlag),

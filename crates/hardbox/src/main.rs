@@ -5,13 +5,13 @@
 
 // The binary is the one place allowed to print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+// `main` is defined by `sys::entry!`, which skips the runtime's start-up probes (see there).
+#![cfg_attr(not(test), no_main)]
 
 mod cli;
 mod cmd;
 mod output;
 mod settings;
-
-use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -28,7 +28,11 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 127;
 }
 
-fn main() -> ExitCode {
+#[cfg(not(test))]
+sys::entry!(run);
+
+#[cfg_attr(test, allow(dead_code))]
+fn run() -> u8 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -38,14 +42,14 @@ fn main() -> ExitCode {
                 exit::OK
             };
             let _ = err.print();
-            return ExitCode::from(code);
+            return code;
         }
     };
     match cmd::dispatch(cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(err) => {
             output::error(&err);
-            ExitCode::from(cmd::exit_code_for(&err))
+            cmd::exit_code_for(&err)
         }
     }
 }

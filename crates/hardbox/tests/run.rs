@@ -555,3 +555,37 @@ fn policy_show_prints_the_effective_policy_as_toml_and_json() {
         serde_json::from_str(&show(&["--json"])).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(json["limits"]["pids"], 1024);
 }
+
+#[test]
+fn the_command_starts_with_default_signal_dispositions() {
+    // hardbox ignores SIGPIPE for itself; the command must not inherit that (`yes | head`
+    // would then get EPIPE errors instead of ending by the signal), nor a blocked mask.
+    let dir = workspace();
+    let out = probe(
+        dir.path(),
+        &[],
+        "grep -E '^Sig(Ign|Blk):' /proc/self/status",
+    );
+    let mask = |field: &str| {
+        let line = out.lines().find(|line| line.starts_with(field)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    const SIGPIPE_BIT: u64 = 1 << (13 - 1);
+    assert_eq!(mask("SigIgn:") & SIGPIPE_BIT, 0, "SIGPIPE ignored: {out}");
+    assert_eq!(mask("SigBlk:"), 0, "signals blocked: {out}");
+}
+
+#[test]
+fn closed_standard_descriptors_are_opened_on_dev_null() {
+    // With stdout closed, the first file hardbox opened would otherwise become its stdout;
+    // a print to a closed stdout would be an error. Either way it must exit 0 here.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' version >&- 2>&- <&-",
+            env!("CARGO_BIN_EXE_hardbox")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
