@@ -249,6 +249,12 @@ fn lifecycle(rootless: bool) {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped\n").unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(text(&output.stdout), "piped\n");
+    // Without its name link (the index is only a shortcut), and by id, exec still finds it.
+    assert_eq!(names_left(&fixture), vec!["box".to_owned()]);
+    std::fs::remove_file(fixture.store().join("names/box")).unwrap();
+    assert_eq!(fixture.sh_ok("box", "echo unindexed"), "unindexed\n");
+    let id = fixture.ok(&["ls", "-q"]);
+    assert_eq!(fixture.sh_ok(id.trim(), "echo by-id"), "by-id\n");
     // The exec'd command is as confined as run's: no capabilities, seccomp, no_new_privs,
     // and it shares the sandbox's pid namespace (init is pid 1).
     let status = fixture.sh_ok(
@@ -301,6 +307,22 @@ fn lifecycle(rootless: bool) {
         .map(|dir| dir.flatten().map(|entry| entry.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", sandboxes.display());
+    assert_eq!(
+        names_left(&fixture),
+        Vec::<String>::new(),
+        "name links left"
+    );
+}
+
+/// The entries of the store's name index.
+fn names_left(fixture: &Fixture) -> Vec<String> {
+    std::fs::read_dir(fixture.store().join("names"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -627,6 +649,11 @@ fn many_cycles_with_kills_leave_nothing_behind() {
     assert!(
         sandboxes.is_empty(),
         "sandbox directories left: {sandboxes:?}"
+    );
+    assert_eq!(
+        names_left(&fixture),
+        Vec::<String>::new(),
+        "name links left"
     );
     // Cgroups of sandboxes whose supervisor is gone (other tests' running sandboxes have
     // cgroups of their own, named after their live supervisor).

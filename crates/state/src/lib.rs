@@ -15,6 +15,10 @@
 //!   [`Registry::remove`] move a row through its states (see [`SandboxState`] for which moves
 //!   are allowed).
 //!
+//! `<root>/names/<name>` links each name to its sandbox's directory so `exec` can reach a
+//! running sandbox without opening the database; the database stays the truth (see
+//! [`indexed_dir`]).
+//!
 //! A row is a record, not the truth about liveness: a sandbox runs exactly while its
 //! supervisor holds `<dir>/supervisor.lock` ([`SupervisorLock`], an exclusive `flock` the kernel
 //! releases when the supervisor dies, however it dies). [`supervisor_alive`] tests that lock
@@ -24,6 +28,7 @@
 //! The crate never prints; every error names the database, directory, name or id it is about.
 #![forbid(unsafe_code)]
 
+mod index;
 mod liveness;
 mod name;
 mod registry;
@@ -32,6 +37,7 @@ mod schema;
 use std::io;
 use std::path::PathBuf;
 
+pub use index::{indexed_dir, NAMES_DIR};
 pub use liveness::{supervisor_alive, SupervisorLock, SUPERVISOR_LOCK_FILE};
 pub use name::{generate_name, validate_name, MAX_NAME_LEN};
 pub use registry::{

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand_core::{OsRng, RngCore};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+use crate::index;
 use crate::liveness::supervisor_alive;
 use crate::name::{generate_name, validate_name};
 use crate::schema::{migrate, MigrateError, SCHEMA_VERSION};
@@ -435,6 +436,8 @@ impl Registry {
                 Err(e) => return Err(self.db("insert a sandbox")(e)),
             }
             tx.commit().map_err(self.db("commit"))?;
+            // The index is a hint (see `index`): without the link, readers ask the database.
+            let _ = index::link(&self.root, &record.name, &record.id);
             return Ok(record);
         }
     }
@@ -609,8 +612,23 @@ impl Registry {
         )
     }
 
-    /// Deletes the row of a `removing` sandbox, the last step of `rm`.
+    /// Deletes the row of a `removing` sandbox, the last step of `rm`, and its name link
+    /// before it.
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
+        let row: Option<(String, String)> = self
+            .connection()
+            .query_row(
+                "SELECT name, state FROM sandboxes WHERE id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(self.db("read a sandbox"))?;
+        if let Some((name, state)) = row {
+            if state == SandboxState::Removing.as_str() {
+                index::unlink(&self.root, &name, id)?;
+            }
+        }
         self.change(
             id,
             |state| match state {

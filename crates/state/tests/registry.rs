@@ -499,3 +499,37 @@ fn reconcile_marks_running_row_without_lock_file_stopped() {
         SandboxState::Running
     );
 }
+
+#[test]
+fn the_name_index_follows_insert_and_remove() {
+    let root = tempfile::tempdir().unwrap();
+    let registry = Registry::open(root.path()).unwrap();
+    let record = registry.insert(&named("web")).unwrap();
+    let dir = registry.sandbox_dir(&record.id);
+    // The link exists from the insert on; it resolves once the directory does.
+    assert_eq!(state::indexed_dir(root.path(), "web"), None);
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_eq!(state::indexed_dir(root.path(), "web"), Some(dir.clone()));
+    // Removal is refused for a row not marked removing, and keeps the link then.
+    assert!(matches!(
+        registry.remove(&record.id),
+        Err(StateError::NotRemoving { .. })
+    ));
+    assert_eq!(state::indexed_dir(root.path(), "web"), Some(dir.clone()));
+    registry.set_removing(&record.id).unwrap();
+    registry.remove(&record.id).unwrap();
+    assert_eq!(state::indexed_dir(root.path(), "web"), None);
+    assert_eq!(
+        std::fs::read_dir(root.path().join(state::NAMES_DIR))
+            .unwrap()
+            .count(),
+        0
+    );
+    // The name can be taken again, and the link follows the new sandbox.
+    let again = registry.insert(&named("web")).unwrap();
+    std::fs::create_dir_all(registry.sandbox_dir(&again.id)).unwrap();
+    assert_eq!(
+        state::indexed_dir(root.path(), "web"),
+        Some(registry.sandbox_dir(&again.id))
+    );
+}

@@ -23,21 +23,17 @@ const FORWARDED: [i32; 5] = [1, 2, 3, 15, 28];
 const WINCH: i32 = 28;
 
 pub fn exec(root: Option<PathBuf>, args: ExecArgs) -> Result<u8> {
-    let (_, registry) = registry(root)?;
-    let record = lookup(&registry, &args.sandbox)?;
-    let dir = registry.sandbox_dir(&record.id);
-    let socket = match control::connect(&dir) {
-        Ok(socket) => socket,
-        Err(err) => {
-            if !alive(&dir)? {
-                output::error(&output::hinted(
-                    format!("sandbox {} is not running", record.name),
-                    format!("start it with 'hardbox start {}'", record.name),
-                ));
-                return Ok(exit::LAUNCH_FAILED);
-            }
-            return Err(err);
-        }
+    let root = crate::settings::store_root(root)?;
+    // The name index reaches a running sandbox without opening the database; anything else
+    // (an id, a stopped sandbox, a missing link) goes through the registry.
+    let indexed =
+        state::indexed_dir(&root, &args.sandbox).and_then(|dir| control::connect(&dir).ok());
+    let socket = match indexed {
+        Some(socket) => socket,
+        None => match connect(root, &args.sandbox)? {
+            Ok(socket) => socket,
+            Err(code) => return Ok(code),
+        },
     };
     let environment = super::resolve_environment(&args.env)
         .into_iter()
@@ -62,6 +58,27 @@ pub fn exec(root: Option<PathBuf>, args: ExecArgs) -> Result<u8> {
     let result = run(&socket, &request, &args, &signals);
     let _ = sys::process::set_signal_mask(&previous);
     result
+}
+
+/// The control socket of the sandbox `name` found through the registry, or the exit code when
+/// it is not running (after saying so).
+fn connect(root: PathBuf, name: &str) -> Result<Result<OwnedFd, u8>> {
+    let (_, registry) = registry(Some(root))?;
+    let record = lookup(&registry, name)?;
+    let dir = registry.sandbox_dir(&record.id);
+    match control::connect(&dir) {
+        Ok(socket) => Ok(Ok(socket)),
+        Err(err) => {
+            if !alive(&dir)? {
+                output::error(&output::hinted(
+                    format!("sandbox {} is not running", record.name),
+                    format!("start it with 'hardbox start {}'", record.name),
+                ));
+                return Ok(Err(exit::LAUNCH_FAILED));
+            }
+            Err(err)
+        }
+    }
 }
 
 fn run(socket: &OwnedFd, request: &Request, args: &ExecArgs, signals: &SignalSet) -> Result<u8> {
