@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use rustix::event::{PollFd, PollFlags};
@@ -304,6 +304,9 @@ struct Supervisor {
     ended: Option<sandbox::ExitStatus>,
     /// The cgroup's OOM kills and refused forks as last recorded.
     limit_hits: (u64, u64),
+    /// When the cgroup's counters were last read (at most every LIMIT_CHECK, off the path of
+    /// requests: reading them is a dozen syscalls).
+    limits_checked: Instant,
 }
 
 impl Supervisor {
@@ -395,6 +398,7 @@ impl Supervisor {
             main_exit: None,
             ended: None,
             limit_hits: (0, 0),
+            limits_checked: Instant::now(),
         })
     }
 
@@ -506,7 +510,6 @@ impl Supervisor {
             }
             if ready[1] {
                 self.session_events()?;
-                self.record_limit_hits();
             }
             for fd in ready_clients {
                 let found = self
@@ -520,14 +523,19 @@ impl Supervisor {
             if ready[0] {
                 self.accept();
             }
-            self.record_limit_hits();
+            if self.limits_checked.elapsed() >= LIMIT_CHECK {
+                self.record_limit_hits();
+            }
         }
+        // The hits of the last moments, before the sandbox stops.
+        self.record_limit_hits();
         Ok(())
     }
 
     /// Records a `hardbox.resource.limit` event when the cgroup's OOM killer killed a process
     /// or the pids limit refused forks since the last look.
     fn record_limit_hits(&mut self) {
+        self.limits_checked = Instant::now();
         let Some(usage) = self.launched.session.usage() else {
             return;
         };
