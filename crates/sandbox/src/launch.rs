@@ -357,7 +357,7 @@ fn launch_with_signals_blocked(
 ) -> Result<ExitStatus, LaunchError> {
     let started = Instant::now();
     let parent_error = |call| move |errno| LaunchError::Parent { call, errno };
-    let mut init = start_init(plan, hooks, &mut |socket, report| {
+    let mut init = start_init(plan, hooks, CgroupUse::Limits, &mut |socket, report| {
         run_init(plan, exec, seccomp, socket, report, signals, previous_mask)
     })?;
     // Opened after the clone, so init never holds it; the signals are blocked already.
@@ -496,9 +496,22 @@ impl InitProcess {
 /// id maps, prepares its mounts and creates the cgroup (on a second thread meanwhile), and
 /// serves the proxy's listeners through `hooks`. Init runs `init_main` with its end of the
 /// socket and the report pipe's write end, and ends the process itself.
+/// What the sandbox's cgroup is for, beyond its limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CgroupUse {
+    /// Only the limits (a `run`): on v1 hierarchies nothing else is created. Init's end kills
+    /// every process of its pid namespace, so no freezer is needed to end them, and no CPU time
+    /// is reported.
+    Limits,
+    /// The limits, and also CPU time (v1 `cpuacct`) and a freezer to stop every process (a
+    /// long-lived session, whose usage `ls` shows).
+    Tracking,
+}
+
 pub(crate) fn start_init(
     plan: &LaunchPlan,
     hooks: &mut dyn Hooks,
+    cgroup_use: CgroupUse,
     init_main: &mut dyn FnMut(OwnedFd, OwnedFd),
 ) -> Result<InitProcess, LaunchError> {
     let parent_error = |call| move |errno| LaunchError::Parent { call, errno };
@@ -539,7 +552,7 @@ pub(crate) fn start_init(
     // (Init was cloned before the thread exists, so no lock can be held across a fork.)
     let wants_cgroup = plan.settings.limits.needs_cgroup() && !plan.settings.skip.cgroups;
     let (configured, joining) = std::thread::scope(|scope| {
-        let creating = wants_cgroup.then(|| scope.spawn(|| create_cgroup(plan, init)));
+        let creating = wants_cgroup.then(|| scope.spawn(|| create_cgroup(plan, init, cgroup_use)));
         let configured = configure_init(plan, init, &parent_socket);
         let joining = creating.map(|thread| {
             thread.join().unwrap_or(Err(LaunchError::Parent {
@@ -699,7 +712,11 @@ pub fn sweep_cgroups() -> Result<cgroup::SweepReport, cgroup::DetectError> {
 ///   can only be joined through `cgroup.procs`;
 /// - a v2 leaf (v2 hosts) is joined by the parent writing init's pid to `cgroup.procs`, and the
 ///   command inherits it.
-fn create_cgroup(plan: &LaunchPlan, init: Pid) -> Result<Joining, LaunchError> {
+fn create_cgroup(
+    plan: &LaunchPlan,
+    init: Pid,
+    cgroup_use: CgroupUse,
+) -> Result<Joining, LaunchError> {
     let limits = &plan.settings.limits;
     let mut host = cgroup::Host::detect().map_err(LaunchError::CgroupDetect)?;
     let cgroup_limits = cgroup::Limits {
@@ -714,6 +731,15 @@ fn create_cgroup(plan: &LaunchPlan, init: Pid) -> Result<Joining, LaunchError> {
     });
     if all_legacy && !host.legacy.is_empty() {
         host.unified = None;
+    }
+    if cgroup_use == CgroupUse::Limits {
+        // Every v1 hierarchy without a limit is one mkdir, one join and one rmdir saved.
+        let controllers = cgroup_limits.controllers();
+        host.legacy.retain(|hierarchy| {
+            controllers
+                .iter()
+                .any(|controller| hierarchy.controllers.iter().any(|c| c == controller.name()))
+        });
     }
     let name = cgroup_name(init);
     let group =

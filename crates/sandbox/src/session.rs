@@ -82,9 +82,9 @@ use crate::apply::Resources;
 use crate::launch::{
     command_target, compile_seccomp, decode, decode_status, encode, encode_status, exit_status,
     fail, failure_in, out_of_memory, prepare_init, remove_keeping_parents, run_command, start_init,
-    CommandStdio, ExitStatus, Hooks, InitProcess, LaunchError, SeccompProgram, EXIT_SETUP_FAILED,
-    PHASE_COMMAND, PHASE_REQUEST, PHASE_SESSION, PHASE_SPAWN, PHASE_TERMINAL, PHASE_TRACE,
-    RECORD_SIZE, STATUS_SIZE,
+    CgroupUse, CommandStdio, ExitStatus, Hooks, InitProcess, LaunchError, SeccompProgram,
+    EXIT_SETUP_FAILED, PHASE_COMMAND, PHASE_REQUEST, PHASE_SESSION, PHASE_SPAWN, PHASE_TERMINAL,
+    PHASE_TRACE, RECORD_SIZE, STATUS_SIZE,
 };
 use crate::plan::{LaunchPlan, Step, DEFAULT_PATH};
 use crate::terminal;
@@ -215,7 +215,7 @@ pub fn start_session(
     let seccomp = compile_seccomp(plan)?;
     let trace = options.trace;
     let mut main_stdio = options.main_stdio;
-    let mut init = start_init(plan, hooks, &mut |socket, report| {
+    let mut init = start_init(plan, hooks, CgroupUse::Tracking, &mut |socket, report| {
         serve(
             plan,
             seccomp.as_ref(),
