@@ -165,6 +165,7 @@ pub fn spawn(
         pointers: Memory::new(),
         strings: Memory::new(),
         processes: HashMap::new(),
+        parents: HashMap::new(),
         batch: Vec::with_capacity(BATCH),
         batch_since: None,
         execs: 0,
@@ -210,6 +211,11 @@ struct Tracer {
     strings: Memory,
     /// By pid in the tracer's pid namespace.
     processes: HashMap<u32, Traced>,
+    /// Parents that did not exec under the tracer (init, whose children every `exec` into a
+    /// sandbox is), by pid in the tracer's namespace: their pid in their own namespace, its
+    /// number of levels, and a pidfd that tells whether the pid still names them. Saves reading
+    /// their `status` for every child.
+    parents: HashMap<u32, (u32, usize, OwnedFd)>,
     /// Events not yet handed to the recorder, and when the first of them was held.
     batch: Vec<Event>,
     batch_since: Option<Instant>,
@@ -526,10 +532,35 @@ impl Tracer {
         if let Some(traced) = self.processes.get(&parent) {
             return traced.sandbox_pid;
         }
-        match self.proc.status(parent) {
-            Ok(status) if status.levels == child_levels => status.sandbox_pid,
-            _ => 0,
+        let in_child_namespace = |(pid, levels): (u32, usize)| {
+            if levels == child_levels {
+                pid
+            } else {
+                0
+            }
+        };
+        if let Some((pid, levels, pidfd)) = self.parents.get(&parent) {
+            if sys::notify::pidfd_is_unreaped(pidfd.as_fd()) == Ok(true) {
+                return in_child_namespace((*pid, *levels));
+            }
+            self.parents.remove(&parent);
         }
+        // The pidfd first: if the pid still names its process after the status was read, the
+        // status is that process's.
+        let pidfd = sys::notify::pidfd_open(parent).ok();
+        let Ok(status) = self.proc.status(parent) else {
+            return 0;
+        };
+        if let Some(pidfd) = pidfd {
+            if sys::notify::pidfd_is_unreaped(pidfd.as_fd()) == Ok(true) {
+                if self.parents.len() >= MAX_PARENTS {
+                    self.parents.clear();
+                }
+                self.parents
+                    .insert(parent, (status.sandbox_pid, status.levels, pidfd));
+            }
+        }
+        in_child_namespace((status.sandbox_pid, status.levels))
     }
 
     fn exit_group(&mut self, notification: &Notification) {
@@ -653,6 +684,8 @@ fn execveat_path(process: &OwnedFd, notification: &Notification, path: Vec<u8>) 
 
 /// The longest executable path read (`PATH_MAX`).
 const PATH_LIMIT: usize = 4096;
+/// The most parents remembered (see `Tracer::parents`); the table starts over when full.
+const MAX_PARENTS: usize = 256;
 
 /// Milliseconds since `since`, rounded to the microsecond.
 fn milliseconds(since: Instant) -> f64 {

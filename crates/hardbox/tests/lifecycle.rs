@@ -452,6 +452,15 @@ fn events_record_execs_exits_files_and_the_lifecycle() {
                 == serde_json::json!(["/bin/busybox", "true"])),
         "no exec of busybox true in {execs:#?}"
     );
+    // Every exec'd command is a child of the sandbox's init (pid 1), each time.
+    let shells: Vec<&&Value> = execs
+        .iter()
+        .filter(|event| event["attributes"]["process.command_args"][1] == "sh")
+        .collect();
+    assert_eq!(shells.len(), 3, "{execs:#?}");
+    for shell in shells {
+        assert_eq!(shell["attributes"]["process.parent_pid"], 1, "{shell:#?}");
+    }
     let exits = named("hardbox.process.exit");
     assert!(
         exits
