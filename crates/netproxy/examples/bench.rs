@@ -238,21 +238,24 @@ fn main() {
         .add(engine_ca_der(engine.ca_cert_pem().unwrap()))
         .unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let handle = engine
-                .serve(Listeners::new().explicit(explicit).tls(transparent))
+    std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .unwrap();
-            ready_tx.send(()).unwrap();
-            // Drain events as the supervisor would.
-            while receiver.recv().await.is_some() {}
-            drop(handle);
-        });
-    });
+            runtime.block_on(async move {
+                let handle = engine
+                    .serve(Listeners::new().explicit(explicit).tls(transparent))
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                // Drain events as the supervisor would.
+                while receiver.recv().await.is_some() {}
+                drop(handle);
+            });
+        })
+        .unwrap();
     ready_rx.recv().unwrap();
     let client_tls = client_config(web_roots);
     let sandbox_tls = client_config(sandbox_roots);
@@ -302,16 +305,22 @@ fn main() {
         // 1. Throughput.
         let mut direct = Vec::new();
         let mut proxied = Vec::new();
+        let (mut cpu_direct, mut cpu_proxied) = (0u64, 0u64);
         for _ in 0..rounds {
+            let before = cpu_ticks();
             let start = Instant::now();
             let got = read_all(TcpStream::connect((UPSTREAM, bulk_port)).await.unwrap()).await;
             assert_eq!(got, bytes);
             direct.push(bytes as f64 / start.elapsed().as_secs_f64() / (1024.0 * 1024.0));
+            let middle = cpu_ticks();
             let start = Instant::now();
             let tunnel = connect_tunnel(proxy_addr, &format!("127.0.0.2:{bulk_port}")).await;
             let got = read_all(tunnel).await;
             assert_eq!(got, bytes);
             proxied.push(bytes as f64 / start.elapsed().as_secs_f64() / (1024.0 * 1024.0));
+            let after = cpu_ticks();
+            cpu_direct += middle - before;
+            cpu_proxied += after - middle;
         }
         let (direct_mibs, proxied_mibs) = (median(&mut direct), median(&mut proxied));
         println!("throughput, one stream of {mib} MiB through CONNECT (median of {rounds}):");
@@ -319,6 +328,14 @@ fn main() {
         println!(
             "  proxied  {proxied_mibs:8.0} MiB/s   ratio {:.2}",
             proxied_mibs / direct_mibs
+        );
+        // CPU time of the whole process (clients, servers and proxy) per GiB moved: unlike the
+        // rates, it hardly depends on how much of the machine other work takes.
+        let per_gib = |ticks: u64| ticks as f64 / 100.0 / (rounds as f64 * mib as f64 / 1024.0);
+        println!(
+            "  cpu per GiB, whole process: direct {:.2} s, proxied {:.2} s",
+            per_gib(cpu_direct),
+            per_gib(cpu_proxied)
         );
 
         // 2. New HTTPS connections, one after another, interleaved.
@@ -387,6 +404,21 @@ fn main() {
             );
         }
     });
+}
+
+/// User and system CPU time of this process so far, ended threads included, in clock ticks
+/// (1/100 s on Linux).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command's closing parenthesis start at field 3 (state); utime and
+    // stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 fn engine_ca_der(pem: &str) -> rustls::pki_types::CertificateDer<'static> {

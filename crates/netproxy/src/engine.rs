@@ -30,6 +30,9 @@ use crate::secrets::{CertificateAuthority, Secrets};
 /// The accept queue asked for on every TCP listener (the kernel caps it at `somaxconn`).
 const LISTEN_BACKLOG: i32 = 4096;
 
+/// The congestion control of connections accepted from the sandbox (see [`Engine::serve`]).
+const LOOPBACK_CONGESTION: &str = "reno";
+
 /// The host's CA bundle (Debian and derivatives).
 pub const HOST_TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -344,6 +347,11 @@ impl Engine {
             // Listening again only changes the backlog: std binds with 128, and a burst of new
             // connections beyond the accept queue costs the clients a SYN retransmit (1 s).
             let _ = rustix::net::listen(&listener, LISTEN_BACKLOG);
+            // The sandbox's side of every connection is its loopback, where pacing (BBR paces,
+            // and may be the host's default) only costs a timer interrupt per packet: accepted
+            // connections inherit Reno, which never paces and is always permitted. It has to
+            // be the listener's: a connection keeps pacing once BBR has started it.
+            let _ = rustix::net::sockopt::set_tcp_congestion(&listener, LOOPBACK_CONGESTION);
             let listener = listener
                 .set_nonblocking(true)
                 .and_then(|()| TcpListener::from_std(listener))
