@@ -1172,11 +1172,11 @@ async fn wait_for_end<R: AsyncRead + Unpin>(reader: &mut Buffered<R>) {
 }
 
 /// Sends `prefix` (bytes already read from the client) upstream, then copies both ways.
-async fn tunnel(mut client: TcpStream, prefix: &[u8], mut upstream: TcpStream) {
+async fn tunnel(client: TcpStream, prefix: &[u8], mut upstream: TcpStream) {
     if !prefix.is_empty() && upstream.write_all(prefix).await.is_err() {
         return;
     }
-    let _ = crate::splice::bidirectional(&mut client, &mut upstream).await;
+    let _ = crate::splice::bidirectional(client, upstream).await;
 }
 
 /// The length of the longest end of `data` that starts one of `values` (without being all of
