@@ -136,8 +136,6 @@ pub fn spawn(
 ) -> io::Result<TracerHandle> {
     let arch = Arch::native().ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
     let listener = Listener::new(listener)?;
-    // Optional: without it (before Linux 6.6) each round trip may cross CPUs.
-    let _ = listener.set_sync_wakeup();
     let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
     let stop_for_thread = stop.try_clone()?;
     let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;

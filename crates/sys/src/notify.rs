@@ -236,22 +236,6 @@ impl Listener {
         }
     }
 
-    /// Asks the kernel to wake the listener, and then the notifying process, on the waker's
-    /// CPU (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`, Linux 6.6): the notifying process sleeps until
-    /// the answer anyway, so the round trip needs no cross-CPU wake-up. `EINVAL` on older
-    /// kernels, where the round trip works as before.
-    pub fn set_sync_wakeup(&self) -> Result<(), Errno> {
-        // _IOW('!', 4, __u64): the kernel headers' SECCOMP_IOCTL_NOTIF_SET_FLAGS.
-        const SET_FLAGS: libc::c_ulong = (1 << 30) | (8 << 16) | (0x21 << 8) | 4;
-        const SYNC_WAKE_UP: u64 = 1;
-        // SAFETY: SET_FLAGS takes its u64 argument by value, not through a pointer.
-        let result = unsafe { libc::ioctl(self.fd.as_raw_fd(), SET_FLAGS as _, SYNC_WAKE_UP) };
-        if result < 0 {
-            return Err(last_errno(Errno::INVAL));
-        }
-        Ok(())
-    }
-
     /// Whether notification `id` is still pending: its process is alive and still in the
     /// syscall, so what was read about its pid belongs to it.
     pub fn is_pending(&self, id: u64) -> bool {
