@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use sys::process::ExecTarget;
-use sys::{Errno, LandlockEnforcement, LandlockRules, SeccompFilter, Syscalls};
+use sys::{Errno, LandlockEnforcement, LandlockRules, PreparedLandlock, SeccompFilter, Syscalls};
 
 use crate::plan::{HiddenKind, Step, EMPTY_FILE, NEW_ROOT};
 use sys::{Filesystem, MountAttributes};
@@ -17,6 +17,9 @@ pub struct Resources<'a> {
     /// Mounts passed by the parent, indexed by `Step::AttachMount::index`.
     pub mounts: &'a [OwnedFd],
     pub landlock: &'a LandlockRules,
+    /// The same rules built in advance (a long-lived sandbox's init builds them once for all
+    /// its commands); used instead of `landlock` when present.
+    pub prepared_landlock: Option<&'a PreparedLandlock>,
     pub seccomp: Option<&'a dyn SeccompFilter>,
     pub exec: Option<&'a ExecTarget>,
 }
@@ -132,10 +135,16 @@ fn apply_one<S: Syscalls>(
         Step::ClearAmbientCapabilities => sys.clear_ambient_capabilities(),
         Step::ClearCapabilities => sys.clear_capabilities(),
         Step::SetNoNewPrivs => sys.set_no_new_privs(),
-        Step::RestrictLandlock => match sys.restrict_landlock(resources.landlock)? {
-            LandlockEnforcement::Full | LandlockEnforcement::Partial => Ok(()),
-            LandlockEnforcement::None => Err(Errno::OPNOTSUPP),
-        },
+        Step::RestrictLandlock => {
+            let enforcement = match resources.prepared_landlock {
+                Some(prepared) => sys.restrict_prepared_landlock(prepared)?,
+                None => sys.restrict_landlock(resources.landlock)?,
+            };
+            match enforcement {
+                LandlockEnforcement::Full | LandlockEnforcement::Partial => Ok(()),
+                LandlockEnforcement::None => Err(Errno::OPNOTSUPP),
+            }
+        }
         Step::InstallSeccomp => {
             let filter = resources.seccomp.ok_or(Errno::INVAL)?;
             sys.install_seccomp(filter)
@@ -181,6 +190,7 @@ mod tests {
         let resources = Resources {
             mounts: &mounts,
             landlock: &plan.landlock,
+            prepared_landlock: None,
             seccomp: Some(&NoFilter),
             exec: Some(&exec),
         };
@@ -302,8 +312,8 @@ mod tests {
                 detach,
                 hostname,
                 loopback,
-                rlimit,
                 bounding,
+                rlimit,
                 ambient,
                 capabilities,
                 no_new_privs,
@@ -357,6 +367,39 @@ mod tests {
         let failure = record(&plan, &mut recorder).err();
         assert_eq!(failure.map(|f| f.errno), Some(Errno::OPNOTSUPP));
         assert!(!recorder.names().contains(&"execute"));
+    }
+
+    #[test]
+    fn a_prepared_ruleset_is_enforced_in_place_of_building_one_and_fails_closed_alike() {
+        let plan = LaunchPlan::new(settings(ROOTLESS)).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(plan.landlock, LandlockRules::default());
+        let exec = exec_target();
+        for (enforcement, expected) in [
+            (sys::LandlockEnforcement::Full, None),
+            (sys::LandlockEnforcement::None, Some(Errno::OPNOTSUPP)),
+        ] {
+            let mut recorder = Recorder {
+                landlock: Some(enforcement),
+                ..Recorder::default()
+            };
+            let prepared = recorder
+                .prepare_landlock(&plan.landlock)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let resources = Resources {
+                mounts: &[],
+                landlock: &LandlockRules::default(),
+                prepared_landlock: Some(&prepared),
+                seccomp: Some(&NoFilter),
+                exec: Some(&exec),
+            };
+            let result = apply(&plan.command, &mut recorder, &resources);
+            assert_eq!(result.err().map(|f| f.errno), expected);
+            // The prepared rules are the ones enforced, not the (empty) rules passed beside.
+            assert!(recorder
+                .calls
+                .contains(&Call::RestrictLandlock(plan.landlock.clone())));
+            assert_eq!(recorder.names().contains(&"execute"), expected.is_none());
+        }
     }
 
     #[test]

@@ -1083,6 +1083,7 @@ pub(crate) fn prepare_init(
     let resources = Resources {
         mounts: &mounts,
         landlock: &plan.landlock,
+        prepared_landlock: None,
         seccomp: seccomp.map(|filter| filter as &dyn sys::SeccompFilter),
         exec: None,
     };
@@ -1157,6 +1158,7 @@ fn run_init(
     let resources = Resources {
         mounts: &[],
         landlock: &plan.landlock,
+        prepared_landlock: None,
         seccomp: seccomp.map(|filter| filter as &dyn sys::SeccompFilter),
         exec: Some(exec),
     };

@@ -17,9 +17,11 @@
 //! 6. `/proc`, a minimal `/dev`, `/sys` (read-only);
 //! 7. `pivot_root` into `newroot` and detach the old root (staging and host tree);
 //! 8. namespace settings: hostname (uts), loopback up (network); then the working directory;
+//!    then init empties its capability bounding set, which every command it forks inherits
+//!    (the set only matters at an exec, and init never execs);
 //! 9. init forks the command, which applies: rlimits (`RLIMIT_CORE` = 0) → capabilities
-//!    dropped (bounding, ambient, then the identity switch, then effective/permitted/
-//!    inheritable) → no_new_privs → Landlock → seccomp → exec.
+//!    dropped (ambient, then the identity switch, then effective/permitted/inheritable) →
+//!    no_new_privs → Landlock → seccomp → exec.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -884,13 +886,15 @@ impl LaunchPlan {
         setup.push(Step::ChangeDirectory {
             path: settings.working_directory.clone(),
         });
+        // The bounding set only matters at an exec, and init never execs: dropped here once,
+        // every command init forks inherits it empty (a long-lived sandbox's execs included).
+        setup.push(Step::DropBoundingCapabilities);
 
         // 9. the command's own process.
         let mut command = vec![Step::DisableCoreDumps];
         if let Some(limit) = settings.limits.open_files {
             command.push(Step::LimitOpenFiles { limit });
         }
-        command.push(Step::DropBoundingCapabilities);
         command.push(Step::ClearAmbientCapabilities);
         if root_mode && (uid, gid) != (0, 0) {
             command.push(Step::SetIdentity {
@@ -1162,8 +1166,9 @@ pub(crate) mod tests {
                 overlay: None,
             }]
         );
-        // init becomes the sandbox's root before creating anything; the command switches to
-        // the requested user after the bounding set is dropped, before capabilities are cleared.
+        // init becomes the sandbox's root before creating anything, and empties the bounding
+        // set last; the command switches to the requested user before capabilities are
+        // cleared.
         assert_eq!(
             plan.setup[1],
             Step::SetIdentity {
@@ -1172,13 +1177,13 @@ pub(crate) mod tests {
                 clear_groups: true
             }
         );
+        assert_eq!(plan.setup.last(), Some(&Step::DropBoundingCapabilities));
         let names: Vec<String> = plan.command.iter().map(ToString::to_string).collect();
         assert_eq!(
             names,
             [
                 "set RLIMIT_CORE",
                 "set RLIMIT_NOFILE to 4096",
-                "drop bounding capabilities",
                 "clear ambient capabilities",
                 "switch to user 1000:100",
                 "drop capabilities",

@@ -902,6 +902,9 @@ fn above_stdio_all(fds: [OwnedFd; 3]) -> Result<[OwnedFd; 3], Errno> {
 struct Served<'a> {
     plan: &'a LaunchPlan,
     seccomp: Option<&'a SeccompProgram>,
+    /// The Landlock ruleset, built once for every command (`None`: each builds its own, which
+    /// also reports an error building it).
+    landlock: Option<sys::PreparedLandlock>,
     socket: OwnedFd,
     join_files: Vec<OwnedFd>,
     /// The main command while it runs.
@@ -956,9 +959,13 @@ fn serve(
             Err(errno) => fail(&report, PHASE_TRACE, 0, errno, EXIT_SETUP_FAILED),
         }
     }
+    let landlock = (!plan.settings.skip.landlock)
+        .then(|| sys::Syscalls::prepare_landlock(&mut sys::linux::Linux, &plan.landlock).ok())
+        .flatten();
     let mut served = Served {
         plan,
         seccomp,
+        landlock,
         socket,
         join_files: ready.join_files,
         main: None,
@@ -1029,13 +1036,14 @@ fn serve(
 }
 
 impl<'a> Served<'a> {
-    fn resources<'b>(&self, exec: &'b ExecTarget) -> Resources<'b>
+    fn resources<'b>(&'b self, exec: &'b ExecTarget) -> Resources<'b>
     where
         'a: 'b,
     {
         Resources {
             mounts: &[],
             landlock: &self.plan.landlock,
+            prepared_landlock: self.landlock.as_ref(),
             seccomp: self.seccomp.map(|filter| filter as &dyn sys::SeccompFilter),
             exec: Some(exec),
         }

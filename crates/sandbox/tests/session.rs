@@ -455,6 +455,17 @@ fn exec_is_isolated_like_run(mode: Mode) {
             "{line} not in:\n{status}"
         );
     }
+    // Landlock holds in every exec'd command (init builds the ruleset once for all of them):
+    // /proc is mounted writable and the process owns its comm file; only Landlock refuses.
+    for _ in 0..2 {
+        assert_eq!(
+            probe(
+                &mut session,
+                "if echo probe 2>/dev/null > /proc/self/comm; then echo wrote; else echo refused; fi"
+            ),
+            "refused\n"
+        );
+    }
     // Only the sandbox's processes: init and this shell (the glob runs in the shell itself).
     let visible = probe(&mut session, "cd /proc && echo [0-9]* && echo $$");
     let mut lines = visible.lines();

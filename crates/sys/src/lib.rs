@@ -94,6 +94,15 @@ pub struct LandlockRules {
     pub write_files: Vec<PathBuf>,
 }
 
+/// A Landlock ruleset built by [`Syscalls::prepare_landlock`] and not yet enforced.
+#[derive(Debug)]
+pub struct PreparedLandlock {
+    /// `None` when made by the recording fake.
+    pub(crate) ruleset: Option<landlock::RulesetCreated>,
+    /// The rules it was made from (what the recording fake records).
+    pub(crate) rules: LandlockRules,
+}
+
 /// How much of the requested Landlock ruleset the kernel enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LandlockEnforcement {
@@ -172,6 +181,16 @@ pub trait Syscalls {
     fn clear_capabilities(&mut self) -> Result<(), Errno>;
     fn set_no_new_privs(&mut self) -> Result<(), Errno>;
     fn restrict_landlock(&mut self, rules: &LandlockRules) -> Result<LandlockEnforcement, Errno>;
+    /// Builds the ruleset of `rules` without enforcing it, so that a process that starts many
+    /// commands (a long-lived sandbox's init) opens the granted paths once, not per command.
+    /// The paths are resolved now: a granted path made later is not granted (fail closed).
+    fn prepare_landlock(&mut self, rules: &LandlockRules) -> Result<PreparedLandlock, Errno>;
+    /// Enforces a prepared ruleset on the calling thread, as [`Syscalls::restrict_landlock`]
+    /// does with the rules it was made from. The prepared ruleset stays usable.
+    fn restrict_prepared_landlock(
+        &mut self,
+        prepared: &PreparedLandlock,
+    ) -> Result<LandlockEnforcement, Errno>;
     fn install_seccomp(&mut self, filter: &dyn SeccompFilter) -> Result<(), Errno>;
     /// Replaces the process image. The real kernel returns only on failure, with the errno
     /// that explains it; the recording fake returns `Ok` where exec would have succeeded.

@@ -18,7 +18,8 @@ use rustix::process::{Resource, Rlimit};
 use rustix::thread::{CapabilitySet, CapabilitySets};
 
 use crate::{
-    Errno, Filesystem, LandlockEnforcement, LandlockRules, MountAttributes, SeccompFilter, Syscalls,
+    Errno, Filesystem, LandlockEnforcement, LandlockRules, MountAttributes, PreparedLandlock,
+    SeccompFilter, Syscalls,
 };
 
 /// The real kernel.
@@ -340,6 +341,12 @@ impl Syscalls for Linux {
     }
 
     fn restrict_landlock(&mut self, rules: &LandlockRules) -> Result<LandlockEnforcement, Errno> {
+        let prepared = self.prepare_landlock(rules)?;
+        let ruleset = prepared.ruleset.ok_or(Errno::INVAL)?;
+        enforce(ruleset)
+    }
+
+    fn prepare_landlock(&mut self, rules: &LandlockRules) -> Result<PreparedLandlock, Errno> {
         // Ask for every right this crate knows; the kernel enforces the ones its ABI has.
         let abi = ABI::V10;
         let read = AccessFs::from_read(abi) | AccessFs::IoctlDev;
@@ -368,14 +375,22 @@ impl Syscalls for Linux {
                     .map_err(|error| errno_from(&error))?;
             }
         }
-        let status = created
-            .restrict_self()
-            .map_err(|error| errno_from(&error))?;
-        Ok(match status.ruleset {
-            RulesetStatus::FullyEnforced => LandlockEnforcement::Full,
-            RulesetStatus::PartiallyEnforced => LandlockEnforcement::Partial,
-            RulesetStatus::NotEnforced => LandlockEnforcement::None,
+        Ok(PreparedLandlock {
+            ruleset: Some(created),
+            rules: rules.clone(),
         })
+    }
+
+    fn restrict_prepared_landlock(
+        &mut self,
+        prepared: &PreparedLandlock,
+    ) -> Result<LandlockEnforcement, Errno> {
+        let ruleset = prepared.ruleset.as_ref().ok_or(Errno::INVAL)?;
+        // A duplicate: enforcing consumes the ruleset, and the prepared one serves again.
+        let duplicate = ruleset
+            .try_clone()
+            .map_err(|error| Errno::from_io_error(&error).unwrap_or(Errno::INVAL))?;
+        enforce(duplicate)
     }
 
     fn install_seccomp(&mut self, filter: &dyn SeccompFilter) -> Result<(), Errno> {
@@ -385,6 +400,18 @@ impl Syscalls for Linux {
     fn execute(&mut self, target: &crate::process::ExecTarget) -> Result<(), Errno> {
         Err(target.execute())
     }
+}
+
+/// Enforces `ruleset` on the calling thread and says how much of it the kernel enforces.
+fn enforce(ruleset: landlock::RulesetCreated) -> Result<LandlockEnforcement, Errno> {
+    let status = ruleset
+        .restrict_self()
+        .map_err(|error| errno_from(&error))?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => LandlockEnforcement::Full,
+        RulesetStatus::PartiallyEnforced => LandlockEnforcement::Partial,
+        RulesetStatus::NotEnforced => LandlockEnforcement::None,
+    })
 }
 
 const AF_INET: u8 = 2;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::process::ExecTarget;
 use crate::{
-    Errno, Filesystem, LandlockEnforcement, LandlockRules, MountAttributes, SeccompFilter, Syscalls,
+    Errno, Filesystem, LandlockEnforcement, LandlockRules, MountAttributes, PreparedLandlock,
+    SeccompFilter, Syscalls,
 };
 
 /// One recorded call, with its arguments.
@@ -243,6 +244,22 @@ impl Syscalls for Recorder {
     fn restrict_landlock(&mut self, rules: &LandlockRules) -> Result<LandlockEnforcement, Errno> {
         self.record(Call::RestrictLandlock(rules.clone()))?;
         Ok(self.landlock.unwrap_or(LandlockEnforcement::Full))
+    }
+
+    /// Records nothing: preparing changes no process; enforcing it is recorded as
+    /// [`Call::RestrictLandlock`] of the rules it was made from.
+    fn prepare_landlock(&mut self, rules: &LandlockRules) -> Result<PreparedLandlock, Errno> {
+        Ok(PreparedLandlock {
+            ruleset: None,
+            rules: rules.clone(),
+        })
+    }
+
+    fn restrict_prepared_landlock(
+        &mut self,
+        prepared: &PreparedLandlock,
+    ) -> Result<LandlockEnforcement, Errno> {
+        self.restrict_landlock(&prepared.rules)
     }
 
     fn install_seccomp(&mut self, _filter: &dyn SeccompFilter) -> Result<(), Errno> {
