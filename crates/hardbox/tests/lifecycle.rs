@@ -394,6 +394,26 @@ fn a_main_command_runs_logs_and_stops_the_sandbox_when_it_ends() {
 }
 
 #[test]
+fn system_gc_spares_the_cgroups_of_a_sandbox_run_by_a_binary_of_another_name() {
+    // The owner of a cgroup is known by its pid and start time, not by being called hardbox.
+    let fixture = Fixture::new(false);
+    let copy = fixture.dir.path().join("hb-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_hardbox"), &copy).unwrap();
+    let created = Command::new(&copy)
+        .arg("--root")
+        .arg(fixture.store())
+        .current_dir(fixture.workspace())
+        .stdin(Stdio::null())
+        .args(["create", "--name", "renamed", "img:1"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    fixture.ok(&["system", "gc"]);
+    assert_eq!(fixture.sh_ok("renamed", "echo alive"), "alive\n");
+    fixture.ok(&["rm", "-f", "renamed"]);
+}
+
+#[test]
 fn a_killed_supervisor_takes_its_sandbox_down_and_ls_tells_the_truth() {
     let fixture = Fixture::new(false);
     fixture.ok(&["create", "--name", "victim", "-e", "MARKER=victim", "img:1"]);

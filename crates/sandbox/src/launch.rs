@@ -656,12 +656,32 @@ struct Joining {
 }
 
 /// The name of a sandbox's cgroup: the CLI's pid (which owns and removes it) and init's.
+/// `run-<owner>-<init>-<owner's start time>`: the owner is this process (the CLI, or a
+/// long-lived sandbox's supervisor), and its start time tells it apart from a later process
+/// that reuses its pid, whatever the binary is called (see [`sweep_cgroups`]).
 fn cgroup_name(init: Pid) -> String {
-    format!(
-        "{CGROUP_PREFIX}{}-{}",
-        std::process::id(),
-        init.as_raw_nonzero()
-    )
+    let owner = std::process::id();
+    let init = init.as_raw_nonzero();
+    match std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .as_deref()
+        .and_then(stat_fields)
+    {
+        Some((_, start)) => format!("{CGROUP_PREFIX}{owner}-{init}-{start}"),
+        None => format!("{CGROUP_PREFIX}{owner}-{init}"),
+    }
+}
+
+/// The state letter and the start time (clock ticks after boot) in a `/proc/PID/stat` line.
+/// The command name (field 2) may hold spaces and parentheses: fields are counted from the
+/// last `)`.
+fn stat_fields(stat: &str) -> Option<(&str, u64)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    // Field 3 is the state; field 22 the start time.
+    let state = fields.next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 const CGROUP_PREFIX: &str = "run-";
@@ -675,24 +695,37 @@ const CGROUP_PREFIX: &str = "run-";
 pub fn sweep_cgroups() -> Result<cgroup::SweepReport, cgroup::DetectError> {
     let host = cgroup::Host::detect()?;
     Ok(cgroup::sweep(&host, |name| {
-        let Some(owner) = name
-            .strip_prefix(CGROUP_PREFIX)
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(owner, _)| owner.parse::<u32>().ok())
-        else {
+        let Some(rest) = name.strip_prefix(CGROUP_PREFIX) else {
             return false;
         };
-        // The owner is alive while /proc shows a hardbox with its pid that is not a zombie
-        // (a killed owner stays a zombie on hosts whose pid 1 does not reap).
-        let hardbox = std::fs::read_to_string(format!("/proc/{owner}/comm"))
-            .is_ok_and(|comm| comm.trim_end() == "hardbox");
-        let zombie = std::fs::read_to_string(format!("/proc/{owner}/stat")).map_or(true, |stat| {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_none_or(|state| state == "Z" || state == "X")
-        });
-        !hardbox || zombie
+        let mut parts = rest.split('-');
+        let Some(owner) = parts.next().and_then(|owner| owner.parse::<u32>().ok()) else {
+            return false;
+        };
+        let recorded_start = parts.nth(1).and_then(|start| start.parse::<u64>().ok());
+        owner_is_gone(owner, recorded_start)
     }))
+}
+
+/// Whether the owner of a cgroup is gone: no process has its pid, or a zombie has it (a
+/// killed owner stays one on hosts whose pid 1 does not reap), or a process started at
+/// another time has it (the pid was reused). Names made before the start time was recorded
+/// fall back to the process being called `hardbox`.
+fn owner_is_gone(owner: u32, recorded_start: Option<u64>) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{owner}/stat")) else {
+        return true;
+    };
+    let Some((state, start)) = stat_fields(&stat) else {
+        return true;
+    };
+    if state == "Z" || state == "X" {
+        return true;
+    }
+    match recorded_start {
+        Some(recorded) => start != recorded,
+        None => !std::fs::read_to_string(format!("/proc/{owner}/comm"))
+            .is_ok_and(|comm| comm.trim_end() == "hardbox"),
+    }
 }
 
 /// Creates the sandbox's cgroup with the plan's limits; returns it with the v1 `tasks` files
@@ -1334,6 +1367,33 @@ fn proxy_listeners(fds: Vec<OwnedFd>, tcp_ports: &[u16]) -> Option<ProxyListener
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_fields_count_from_the_last_parenthesis() {
+        let stat = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000 200 18446744073709551615";
+        assert_eq!(stat_fields(stat), Some(("S", 987_654)));
+        assert_eq!(stat_fields("4242 (x) Z"), None);
+        assert_eq!(stat_fields("no parenthesis"), None);
+    }
+
+    #[test]
+    fn a_cgroup_owner_is_known_by_its_pid_and_start_time() {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let (_, start) = stat_fields(&stat).unwrap_or_else(|| panic!("{stat}"));
+        let me = std::process::id();
+        assert!(!owner_is_gone(me, Some(start)));
+        // The same pid with another start time is a reuse: the owner is gone.
+        assert!(owner_is_gone(me, Some(start + 1)));
+        // An old name without a start time: alive only under the name `hardbox`, which the
+        // test binary is not.
+        assert!(owner_is_gone(me, None));
+        // No such process (pids stop below 2^22).
+        assert!(owner_is_gone(4_194_304 + 1, Some(start)));
+        // The name records this process's start time.
+        let name = cgroup_name(Pid::from_raw(7).unwrap_or_else(|| panic!("pid 7")));
+        assert_eq!(name, format!("run-{me}-7-{start}"));
+    }
 
     #[test]
     fn failure_records_round_trip() {

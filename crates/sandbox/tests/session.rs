@@ -613,7 +613,8 @@ fn processes_with(marker: &str) -> Vec<u32> {
         .collect()
 }
 
-/// The sandbox's cgroup directories (`run-<our pid>-<init>`), in every hierarchy.
+/// The sandbox's cgroup directories (`run-<our pid>-<init>-<our start time>`), in every
+/// hierarchy.
 fn cgroups_of(init: u32) -> Vec<PathBuf> {
     let name = format!("run-{}-{init}", std::process::id());
     let mut found = Vec::new();
@@ -622,9 +623,14 @@ fn cgroups_of(init: u32) -> Vec<PathBuf> {
         parents.extend(entries.filter_map(|e| Some(e.ok()?.path().join("hardbox"))));
     }
     for parent in parents {
-        let candidate = parent.join(&name);
-        if candidate.exists() {
-            found.push(candidate);
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let entry_name = entry.file_name().to_string_lossy().into_owned();
+            if entry_name == name || entry_name.starts_with(&format!("{name}-")) {
+                found.push(entry.path());
+            }
         }
     }
     found
