@@ -376,9 +376,21 @@ const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
 /// `PIDFD_GET_INFO` (Linux 6.15 and later). `Ok(None)` while the process has not been reaped;
 /// `ENOTTY` or `EINVAL` from older kernels.
 pub fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Result<Option<i32>, Errno> {
+    let info = pidfd_info(pidfd, PIDFD_INFO_EXIT)?;
+    if info.mask & PIDFD_INFO_EXIT == 0 {
+        return Ok(None);
+    }
+    Ok(Some(info.exit_code))
+}
+
+/// `PIDFD_INFO_PID`.
+const PIDFD_INFO_PID: u64 = 1 << 0;
+
+/// `PIDFD_GET_INFO` asking for `mask`; the returned mask says what the kernel filled in.
+fn pidfd_info(pidfd: BorrowedFd<'_>, mask: u64) -> Result<PidfdInfo, Errno> {
     const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
     let mut info = PidfdInfo {
-        mask: PIDFD_INFO_EXIT,
+        mask,
         ..PidfdInfo::default()
     };
     // SAFETY: PIDFD_GET_INFO reads the request mask from and writes at most 64 bytes (the size
@@ -393,14 +405,8 @@ pub fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Result<Option<i32>, Errno> {
     if result < 0 {
         return Err(last_errno(Errno::NOTTY));
     }
-    if info.mask & PIDFD_INFO_EXIT == 0 {
-        return Ok(None);
-    }
-    Ok(Some(info.exit_code))
+    Ok(info)
 }
-
-/// `PIDFD_INFO_PID`.
-const PIDFD_INFO_PID: u64 = 1 << 0;
 
 /// The ids of a pidfd's process as the caller's pid namespace sees them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -415,22 +421,7 @@ pub struct PidfdIds {
 /// `PIDFD_INFO_PID`, Linux 6.13 and later): one ioctl, no file to open. `ESRCH` once the
 /// process was reaped; `ENOTTY` or `EINVAL` from older kernels.
 pub fn pidfd_ids(pidfd: BorrowedFd<'_>) -> Result<PidfdIds, Errno> {
-    let mut info = PidfdInfo {
-        mask: PIDFD_INFO_PID,
-        ..PidfdInfo::default()
-    };
-    // SAFETY: as in `pidfd_exit_status`: the ioctl reads the mask from and writes at most 64
-    // bytes to a valid `repr(C)` 64-byte local.
-    let result = unsafe {
-        libc::ioctl(
-            pidfd.as_raw_fd(),
-            PIDFD_GET_INFO as _,
-            std::ptr::from_mut(&mut info),
-        )
-    };
-    if result < 0 {
-        return Err(last_errno(Errno::NOTTY));
-    }
+    let info = pidfd_info(pidfd, PIDFD_INFO_PID)?;
     if info.mask & PIDFD_INFO_PID == 0 {
         return Err(Errno::SRCH);
     }
