@@ -15,11 +15,10 @@
 //! it exists, and the caller still has to reach its supervisor.
 
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::name::validate_name;
-use crate::registry::SANDBOXES_DIR;
+use crate::registry::{create_dir, SANDBOXES_DIR};
 use crate::StateError;
 
 /// The index directory inside the root.
@@ -38,24 +37,15 @@ pub fn indexed_dir(root: &Path, name: &str) -> Option<PathBuf> {
 /// Points `name` at `id`, replacing whatever the link said (atomically, by rename).
 pub(crate) fn link(root: &Path, name: &str, id: &str) -> Result<(), StateError> {
     let names = root.join(NAMES_DIR);
-    let io_error = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StateError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&names)
-        .map_err(io_error("create", &names))?;
+    create_dir(&names)?;
     let link = names.join(name);
     let temporary = names.join(format!(".{name}.{id}.tmp"));
     let _ = std::fs::remove_file(&temporary);
-    std::os::unix::fs::symlink(target_of(id), &temporary)
-        .map_err(io_error("create the name link", &temporary))?;
+    std::os::unix::fs::symlink(target_of(id), &temporary).map_err(|source| StateError::Io {
+        action: "create the name link",
+        path: temporary.clone(),
+        source,
+    })?;
     std::fs::rename(&temporary, &link).map_err(|source| {
         let _ = std::fs::remove_file(&temporary);
         StateError::Io {

@@ -227,7 +227,8 @@ fn is_constraint(err: &rusqlite::Error, extended_code: i32) -> bool {
     matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.extended_code == extended_code)
 }
 
-fn create_dir(path: &Path) -> Result<(), StateError> {
+/// Creates `path` and its missing parents with mode 0700.
+pub(crate) fn create_dir(path: &Path) -> Result<(), StateError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
