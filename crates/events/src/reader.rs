@@ -68,7 +68,8 @@ pub enum ReadError {
     },
 }
 
-/// Ends a following reader from another thread (the reader returns `None` at its next look).
+/// Ends a following reader from another thread: the reader still returns what the file holds,
+/// then `None` at its end instead of waiting for more.
 #[derive(Debug, Clone, Default)]
 pub struct StopHandle(Arc<AtomicBool>);
 
@@ -193,9 +194,6 @@ impl Reader {
                 return Some(Ok(line));
             }
             scanned = self.pending.len();
-            if self.stop.stopped() {
-                return None;
-            }
             let n = match self.file.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -206,8 +204,12 @@ impl Reader {
                 self.offset += n as u64;
                 continue;
             }
-            // End of file; `pending` holds at most a partial line.
+            // End of file; `pending` holds at most a partial line. A stopped reader ends here,
+            // after every event written before the stop, so nothing already recorded is lost.
             let poll = self.follow?;
+            if self.stop.stopped() {
+                return None;
+            }
             if !self.pending.is_empty() {
                 self.suspect = true;
             }

@@ -292,6 +292,24 @@ fn reader_follows_a_spool_while_it_is_written() {
 }
 
 #[test]
+fn a_stopped_follower_still_returns_what_was_written_before_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
+    let recorder = spool.recorder("exec");
+    for pid in 1..=5 {
+        recorder.record(exec(pid));
+    }
+    spool.close().unwrap();
+    let reader = Reader::open(dir.path())
+        .unwrap()
+        .follow(Duration::from_secs(3600));
+    // Stopped before it read anything (an exporter told to stop as the sandbox ends).
+    reader.stop_handle().stop();
+    let seqs: Vec<u64> = reader.map(|e| e.unwrap().sequence).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}
+
+#[test]
 fn follower_skips_a_torn_tail_truncated_by_a_reopening_spool() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
