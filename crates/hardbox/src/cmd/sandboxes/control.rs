@@ -37,22 +37,26 @@ const MAX_FDS: usize = 4;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Run a command; the message carries stdin, stdout and stderr unless `tty`.
-    Exec {
-        arguments: Vec<String>,
-        /// Set over the sandbox's own environment.
-        environment: Vec<(String, String)>,
-        working_directory: Option<PathBuf>,
-        user: Option<(u32, u32)>,
-        tty: bool,
-        /// The caller's W3C trace context, linking the command's events to its trace.
-        traceparent: Option<String>,
-    },
+    Exec(ExecCommand),
     /// Forward a signal to the command this connection started.
     Signal { signal: i32 },
     /// Stop the sandbox: SIGTERM, then SIGKILL after `grace_ms`.
     Stop { grace_ms: u64 },
     /// Report the sandbox's state.
     Status,
+}
+
+/// The command an [`Request::Exec`] asks for (its fields sit beside `"op"` in the message).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecCommand {
+    pub arguments: Vec<String>,
+    /// Set over the sandbox's own environment.
+    pub environment: Vec<(String, String)>,
+    pub working_directory: Option<PathBuf>,
+    pub user: Option<(u32, u32)>,
+    pub tty: bool,
+    /// The caller's W3C trace context, linking the command's events to its trace.
+    pub traceparent: Option<String>,
 }
 
 /// What the supervisor answers.

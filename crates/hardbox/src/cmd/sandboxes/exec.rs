@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use rustix::event::{PollFd, PollFlags};
 use sys::process::{SignalFd, SignalSet};
 
-use super::control::{self, Received, Reply, Request};
+use super::control::{self, ExecCommand, Received, Reply, Request};
 use super::{alive, lookup, parse_user, registry};
 use crate::cli::ExecArgs;
 use crate::{exit, output};
@@ -44,14 +44,14 @@ pub fn exec(root: Option<PathBuf>, args: ExecArgs) -> Result<u8> {
         })
         .collect();
     let user = args.user.as_deref().map(parse_user).transpose()?;
-    let request = Request::Exec {
+    let request = Request::Exec(ExecCommand {
         arguments: args.command.clone(),
         environment,
         working_directory: args.workdir.clone(),
         user,
         tty: args.tty,
         traceparent: std::env::var("TRACEPARENT").ok().filter(|v| !v.is_empty()),
-    };
+    });
     let signals = SignalSet::of(&FORWARDED);
     let previous = sys::process::block_signals(&signals)
         .map_err(|errno| anyhow!("failed to block signals: {errno}"))?;

@@ -21,7 +21,7 @@ use rustix::event::{PollFd, PollFlags};
 use sandbox::{ExecId, ExecRequest, LaunchError, LaunchPlan, SessionEvent, SessionOptions};
 use sys::process::{SignalFd, SignalSet};
 
-use super::control::{self, Reply, Request};
+use super::control::{self, ExecCommand, Reply, Request};
 use super::lifecycle::Readiness;
 use super::{Stored, OUTPUT_LOG};
 use crate::cli::SuperviseArgs;
@@ -541,25 +541,27 @@ impl Supervisor {
         };
         let (oom, pids) = (usage.oom_kills.unwrap_or(0), usage.pids_denied.unwrap_or(0));
         let limits = &self.launched.plan.settings.limits;
-        if oom > self.limit_hits.0 {
-            self.lifecycle.record(
-                events::Event::new(RESOURCE_LIMIT)
-                    .severity(events::Severity::Warn)
-                    .with("hardbox.resource.name", "memory")
-                    .with("hardbox.resource.limit", limits.memory_bytes.unwrap_or(0))
-                    .with("hardbox.resource.hits", oom - self.limit_hits.0)
-                    .with("hardbox.resource.action", "oom_kill"),
-            );
-        }
-        if pids > self.limit_hits.1 {
-            self.lifecycle.record(
-                events::Event::new(RESOURCE_LIMIT)
-                    .severity(events::Severity::Warn)
-                    .with("hardbox.resource.name", "pids")
-                    .with("hardbox.resource.limit", limits.pids.unwrap_or(0))
-                    .with("hardbox.resource.hits", pids - self.limit_hits.1)
-                    .with("hardbox.resource.action", "fork_refused"),
-            );
+        let hits = [
+            (
+                "memory",
+                limits.memory_bytes,
+                oom,
+                self.limit_hits.0,
+                "oom_kill",
+            ),
+            ("pids", limits.pids, pids, self.limit_hits.1, "fork_refused"),
+        ];
+        for (resource, limit, now, before, action) in hits {
+            if now > before {
+                self.lifecycle.record(
+                    events::Event::new(RESOURCE_LIMIT)
+                        .severity(events::Severity::Warn)
+                        .with("hardbox.resource.name", resource)
+                        .with("hardbox.resource.limit", limit.unwrap_or(0))
+                        .with("hardbox.resource.hits", now - before)
+                        .with("hardbox.resource.action", action),
+                );
+            }
         }
         self.limit_hits = (oom.max(self.limit_hits.0), pids.max(self.limit_hits.1));
     }
@@ -591,24 +593,8 @@ impl Supervisor {
             }
         };
         match request {
-            Request::Exec {
-                arguments,
-                environment,
-                working_directory,
-                user,
-                tty,
-                traceparent,
-            } => {
-                let reply = self.exec(
-                    index,
-                    arguments,
-                    environment,
-                    working_directory,
-                    user,
-                    tty,
-                    traceparent,
-                    fds,
-                );
+            Request::Exec(request) => {
+                let reply = self.exec(index, request, fds);
                 if let Some(reply) = reply {
                     self.reply(index, &reply, &[]);
                 }
@@ -654,18 +640,15 @@ impl Supervisor {
 
     /// Starts an exec'd command for client `index`; the reply comes with the session's
     /// `Started` or `Failed` event, or at once (returned) when the request is refused.
-    #[allow(clippy::too_many_arguments)]
-    fn exec(
-        &mut self,
-        index: usize,
-        arguments: Vec<String>,
-        environment: Vec<(String, String)>,
-        working_directory: Option<PathBuf>,
-        user: Option<(u32, u32)>,
-        tty: bool,
-        traceparent: Option<String>,
-        fds: Vec<OwnedFd>,
-    ) -> Option<Reply> {
+    fn exec(&mut self, index: usize, request: ExecCommand, fds: Vec<OwnedFd>) -> Option<Reply> {
+        let ExecCommand {
+            arguments,
+            environment,
+            working_directory,
+            user,
+            tty,
+            traceparent,
+        } = request;
         if self.clients[index].exec.is_some() {
             return Some(Reply::Error {
                 message: "this connection already runs a command".to_owned(),
