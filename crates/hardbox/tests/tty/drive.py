@@ -24,13 +24,18 @@ SCENARIOS = {
                     "os.ttyname(0), os.ttyname(1), os.get_terminal_size(0).columns, "
                     "os.get_terminal_size(0).lines, os.getsid(0) == os.getpid(), "
                     "os.tcgetpgrp(0) == os.getpgrp())"],
-    # A window size change reaches the command as SIGWINCH with the new size.
+    # A window size change reaches the command as SIGWINCH with the new size. Python runs a
+    # handler only between bytecodes: a signal caught just before a blocking read would wait
+    # for the read to end, so the command waits in select on stdin and a wakeup pipe instead.
     "winch": BASE + ["-it", "--", "/usr/bin/python3", "-c",
-                     "import os, signal, sys\n"
+                     "import os, select, signal, sys\n"
+                     "r, w = os.pipe(); os.set_blocking(w, False); signal.set_wakeup_fd(w)\n"
                      "def on(*_):\n"
                      "    s = os.get_terminal_size(0); os.write(1, f'WINCH {s.columns} {s.lines}\\n'.encode())\n"
                      "signal.signal(signal.SIGWINCH, on)\n"
                      "print('READY', flush=True)\n"
+                     "while 0 not in select.select([0, r], [], [])[0]:\n"
+                     "    os.read(r, 64)\n"
                      "sys.stdin.readline()\n"],
     # Typed input reaches the command; ^C interrupts it through its terminal.
     "input": BASE + ["-it", "--", "/bin/sh", "-c",
