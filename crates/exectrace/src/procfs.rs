@@ -150,41 +150,26 @@ impl Proc {
         })
     }
 
-    /// `/proc/PID` as a directory descriptor: the reads of one notification go through it, so
-    /// the kernel looks the pid up once.
-    pub(crate) fn process(&mut self, pid: u32) -> Result<OwnedFd, Errno> {
+    /// Reads `/proc/PID/NAME` (up to 16 KiB) into the buffer; returns its length. Paths from
+    /// the `/proc` descriptor, not a `/proc/PID` descriptor per process: a notification reads
+    /// one or two of its files, and opening (and closing) the directory first would cost two
+    /// more syscalls. One read: the files read here are generated whole by one `read`.
+    fn read(&mut self, pid: u32, name: &str) -> Result<usize, Errno> {
         self.path.clear();
         // Writing to a String cannot fail.
-        let _ = write!(self.path, "{pid}");
-        rustix::fs::openat(
+        let _ = write!(self.path, "{pid}/{name}");
+        let file = rustix::fs::openat(
             &self.dir,
             self.path.as_str(),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    }
-
-    /// Reads `NAME` of a `/proc/PID` directory (up to 16 KiB) into the buffer; returns its
-    /// length.
-    fn read_in(&mut self, process: &OwnedFd, name: &str) -> Result<usize, Errno> {
-        let file = rustix::fs::openat(
-            process,
-            name,
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
             Mode::empty(),
         )?;
-        sys::process::read_full(&file, &mut self.buffer)
+        read_once(&file, &mut self.buffer)
     }
 
     /// The status of thread `tid`.
     pub(crate) fn status(&mut self, tid: u32) -> Result<Status, Errno> {
-        let process = self.process(tid)?;
-        self.status_in(&process)
-    }
-
-    /// The status of the thread of a `/proc/PID` directory.
-    pub(crate) fn status_in(&mut self, process: &OwnedFd) -> Result<Status, Errno> {
-        let length = self.read_in(process, "status")?;
+        let length = self.read(tid, "status")?;
         parse_status(&self.buffer[..length]).ok_or(Errno::INVAL)
     }
 
@@ -202,29 +187,45 @@ impl Proc {
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
             Mode::empty(),
         )?;
-        let length = sys::process::read_full(&file, &mut self.buffer)?;
+        let length = read_once(&file, &mut self.buffer)?;
         parse_fdinfo_pid(&self.buffer[..length]).ok_or(Errno::SRCH)
     }
 
     /// The wait status of process `pid` from its `stat` (meaningful once it exited).
     pub(crate) fn exit_status(&mut self, pid: u32) -> Result<i32, Errno> {
-        let process = self.process(pid)?;
-        let length = self.read_in(&process, "stat")?;
+        let length = self.read(pid, "stat")?;
         parse_stat_exit_code(&self.buffer[..length]).ok_or(Errno::INVAL)
     }
 
-    /// The target of the link `NAME` (`cwd`, `root`, `fd/3`) of a `/proc/PID` directory.
-    pub(crate) fn link_in(process: &OwnedFd, name: &str) -> Result<Vec<u8>, Errno> {
-        let target = rustix::fs::readlinkat(process, name, Vec::new())?;
+    /// The target of the link `/proc/PID/NAME` (`cwd`, `root`, `fd/3`).
+    pub(crate) fn link(&mut self, pid: u32, name: &str) -> Result<Vec<u8>, Errno> {
+        self.path.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(self.path, "{pid}/{name}");
+        let target = rustix::fs::readlinkat(&self.dir, self.path.as_str(), Vec::new())?;
         Ok(target.into_bytes())
     }
 
-    /// The link `NAME` of a `/proc/PID` directory as that process sees it: relative to its
-    /// own root.
-    pub(crate) fn link_in_sandbox(process: &OwnedFd, name: &str) -> Result<Vec<u8>, Errno> {
-        let path = Proc::link_in(process, name)?;
-        let root = Proc::link_in(process, "root")?;
+    /// The link `/proc/PID/NAME` as process `pid` sees it: relative to its own root.
+    pub(crate) fn link_in_sandbox(&mut self, pid: u32, name: &str) -> Result<Vec<u8>, Errno> {
+        let path = self.link(pid, name)?;
+        let root = self.link(pid, "root")?;
         Ok(sandbox_view(&root, &path))
+    }
+}
+
+/// One `read` of a `/proc` file into `buffer`. The kernel generates `status`, `stat` and a
+/// pidfd's `fdinfo` whole on the first read when the buffer holds them (they are far smaller
+/// than [`BUFFER`]), so a second read, which would only confirm the end, is not made; a file
+/// that filled the buffer is refused rather than parsed cut.
+fn read_once(file: &OwnedFd, buffer: &mut [u8]) -> Result<usize, Errno> {
+    loop {
+        match rustix::io::read(file, &mut *buffer) {
+            Ok(length) if length < buffer.len() => return Ok(length),
+            Ok(_) => return Err(Errno::FBIG),
+            Err(Errno::INTR) => {}
+            Err(errno) => return Err(errno),
+        }
     }
 }
 
@@ -311,10 +312,9 @@ Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nNStgid:\t4242\t7\nNSpid:\t4243
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status.tgid, std::process::id());
         assert_eq!(proc.exit_status(std::process::id()), Ok(0));
-        let process = proc
-            .process(std::process::id())
+        let cwd = proc
+            .link_in_sandbox(std::process::id(), "cwd")
             .unwrap_or_else(|e| panic!("{e}"));
-        let cwd = Proc::link_in_sandbox(&process, "cwd").unwrap_or_else(|e| panic!("{e}"));
         let expected = std::env::current_dir().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cwd, expected.as_os_str().as_encoded_bytes());
     }

@@ -129,12 +129,24 @@ impl TracerHandle {
 
 /// Starts the tracer on a thread named `exec-tracer`, answering the notifications of
 /// `listener` and recording into `recorder`.
+///
+/// `pid_namespace` (an open `/proc/PID/ns/pid`, the sandbox's) is the namespace whose pids the
+/// events carry: a process's and its parent's pid there (0 for a parent outside it), as `ps`
+/// in the sandbox shows them, each found with one ioctl. Without it (or on kernels before
+/// 6.10) each process's pid in its own innermost namespace is read from `/proc`, and a parent
+/// counts only when it is in the same namespace.
 pub fn spawn(
     listener: OwnedFd,
     recorder: Recorder,
     options: TraceOptions,
+    pid_namespace: Option<OwnedFd>,
 ) -> io::Result<TracerHandle> {
     let arch = Arch::native().ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+    let pids = match pid_namespace {
+        Some(namespace) if is_own_pid_namespace(&namespace)? => Pids::Own,
+        Some(namespace) => Pids::Namespace(namespace),
+        None => Pids::Innermost,
+    };
     let listener = Listener::new(listener)?;
     let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
     let stop_for_thread = stop.try_clone()?;
@@ -157,6 +169,7 @@ pub fn spawn(
         listener,
         recorder,
         options,
+        pids,
         epoll,
         _stop: stop_for_thread,
         proc: Proc::open()?,
@@ -174,6 +187,24 @@ pub fn spawn(
         .name("exec-tracer".to_owned())
         .spawn(move || tracer.run())?;
     Ok(TracerHandle { stop, thread })
+}
+
+/// Whether `namespace` is the pid namespace the calling thread's pids are in.
+fn is_own_pid_namespace(namespace: &OwnedFd) -> io::Result<bool> {
+    let given = rustix::fs::fstat(namespace)?;
+    let own = rustix::fs::stat("/proc/thread-self/ns/pid")?;
+    Ok((given.st_dev, given.st_ino) == (own.st_dev, own.st_ino))
+}
+
+/// Which pids the events carry (see [`spawn`]).
+enum Pids {
+    /// The tracer's own: the pid namespace given is the tracer's, so a process's pid is the
+    /// notification's, with nothing to read.
+    Own,
+    /// Those of this pid namespace.
+    Namespace(OwnedFd),
+    /// Each process's in its innermost namespace.
+    Innermost,
 }
 
 /// epoll data of the listener and the stop eventfd; a pidfd's is its process's pid + `PIDFD`.
@@ -202,6 +233,7 @@ struct Tracer {
     listener: Listener,
     recorder: Recorder,
     options: TraceOptions,
+    pids: Pids,
     epoll: OwnedFd,
     _stop: OwnedFd,
     proc: Proc,
@@ -209,10 +241,10 @@ struct Tracer {
     strings: Memory,
     /// By pid in the tracer's pid namespace.
     processes: HashMap<u32, Traced>,
-    /// Parents that did not exec under the tracer (init, whose children every `exec` into a
-    /// sandbox is), by pid in the tracer's namespace: their pid in their own namespace, its
-    /// number of levels, and a pidfd that tells whether the pid still names them. Saves reading
-    /// their `status` for every child.
+    /// With [`Pids::Innermost`], parents that did not exec under the tracer (init, whose
+    /// children every `exec` into a sandbox is), by pid in the tracer's namespace: their pid in
+    /// their own namespace, its number of levels, and a pidfd that tells whether the pid still
+    /// names them. Saves reading their `status` for every child.
     parents: HashMap<u32, (u32, usize, OwnedFd)>,
     /// Events not yet handed to the recorder, and when the first of them was held.
     batch: Vec<Event>,
@@ -381,9 +413,11 @@ impl Tracer {
         let started = Instant::now();
         let exec = self.read_exec(notification, execveat);
         // Everything was read by pid (and the pidfd opened by pid): it belongs to the notifying
-        // process only if the notification is still pending now.
-        let valid = self.listener.is_pending(notification.id);
-        self.answer(notification.id);
+        // process only if that process was still waiting in the syscall after the reads. The
+        // answer tells: it fails (ENOENT) once the process died or left the syscall (a signal
+        // interrupted it; the restarted syscall is notified anew), and while it waits its pid
+        // cannot name another process. So no separate SECCOMP_IOCTL_NOTIF_ID_VALID is made.
+        let valid = self.answer(notification.id);
         let Some(exec) = exec.filter(|_| valid) else {
             return;
         };
@@ -425,8 +459,7 @@ impl Tracer {
     /// process not seen before; `None` if the process is gone.
     fn read_exec(&mut self, notification: &Notification, execveat: bool) -> Option<Exec> {
         let tid = notification.pid;
-        let process = self.proc.process(tid).ok()?;
-        let (status, pidfd) = self.identify(tid, &process)?;
+        let (status, pidfd) = self.identify(tid)?;
         let parent_pid = self.sandbox_parent(status.parent, status.levels);
         let arguments = &notification.arguments;
         let (path_address, argv_address) = if execveat {
@@ -453,13 +486,15 @@ impl Tracer {
         );
         let path = path.map(|path| {
             let path = if execveat {
-                execveat_path(&process, notification, path)
+                execveat_path(&mut self.proc, notification, path)
             } else {
                 path
             };
             String::from_utf8_lossy(&path).into_owned()
         });
-        let working_directory = Proc::link_in_sandbox(&process, "cwd")
+        let working_directory = self
+            .proc
+            .link_in_sandbox(tid, "cwd")
             .ok()
             .map(|cwd| String::from_utf8_lossy(&cwd).into_owned());
         Some(Exec {
@@ -479,13 +514,12 @@ impl Tracer {
         })
     }
 
-    /// Who thread `tid` (whose `/proc/TID` is `process`) is, and a pidfd of its process unless
-    /// it is listed. Without a file to read where possible: a listed process that is still
-    /// unreaped is the same process (its pid cannot be reused meanwhile), and a new process's
-    /// leader has a pidfd that gives its parent (`PIDFD_GET_INFO`) and, through its fdinfo, its
-    /// pid in the sandbox. Otherwise (a thread other than the leader, kernels before 6.13) from
-    /// `/proc/TID/status`.
-    fn identify(&mut self, tid: u32, process: &OwnedFd) -> Option<(Status, Option<OwnedFd>)> {
+    /// Who thread `tid` is, and a pidfd of its process unless it is listed. Without a file to
+    /// read where possible: a listed process that is still unreaped is the same process (its
+    /// pid cannot be reused meanwhile), and a new process's leader has a pidfd that gives its
+    /// parent (`PIDFD_GET_INFO`) and its pid as the events show it ([`Tracer::presented`]).
+    /// Otherwise (a thread other than the leader, kernels before 6.13) from `/proc/TID/status`.
+    fn identify(&mut self, tid: u32) -> Option<(Status, Option<OwnedFd>)> {
         self.forget_if_reaped(tid);
         if let Some(traced) = self.processes.get(&tid) {
             if let Ok(ids) = sys::notify::pidfd_ids(traced.pidfd.as_fd()) {
@@ -500,7 +534,7 @@ impl Tracer {
         } else if let Ok(pidfd) = sys::notify::pidfd_open(tid) {
             let ids = sys::notify::pidfd_ids(pidfd.as_fd()).ok();
             if let Some(ids) = ids.filter(|ids| ids.tgid == tid) {
-                if let Ok((sandbox_pid, levels)) = self.proc.pidfd_sandbox_pid(&pidfd) {
+                if let Some((sandbox_pid, levels)) = self.presented(tid, Some(&pidfd)) {
                     let status = Status {
                         tgid: tid,
                         sandbox_pid,
@@ -511,7 +545,10 @@ impl Tracer {
                 }
             }
         }
-        let status = self.proc.status_in(process).ok()?;
+        let mut status = self.proc.status(tid).ok()?;
+        if !matches!(self.pids, Pids::Innermost) {
+            (status.sandbox_pid, status.levels) = self.presented(status.tgid, None)?;
+        }
         self.forget_if_reaped(status.tgid);
         let pidfd = if self.processes.contains_key(&status.tgid) {
             None
@@ -521,14 +558,50 @@ impl Tracer {
         Some((status, pidfd))
     }
 
-    /// The parent's pid as the sandbox sees it: from the table when it exec'd, else from its
-    /// status; 0 when it lives outside the child's innermost pid namespace.
+    /// The pid events show for the process whose pid in the tracer's namespace is `pid`, and
+    /// its number of levels (1 unless [`Pids::Innermost`]); `None` when it is gone. With
+    /// [`Pids::Namespace`], 0 for a process outside that namespace (told from a gone one by
+    /// its `pidfd`, else `None`). With [`Pids::Innermost`] it comes from `pidfd`'s fdinfo
+    /// (`None` without a pidfd). A kernel without the namespace ioctl turns the tracer to
+    /// [`Pids::Innermost`] for good.
+    fn presented(&mut self, pid: u32, pidfd: Option<&OwnedFd>) -> Option<(u32, usize)> {
+        if let Pids::Namespace(namespace) = &self.pids {
+            match sys::notify::pid_in_namespace(namespace.as_fd(), pid) {
+                Ok(presented) => return Some((presented, 1)),
+                Err(Errno::NOTTY | Errno::INVAL) => self.pids = Pids::Innermost,
+                Err(_) => {
+                    let alive = sys::notify::pidfd_is_unreaped(pidfd?.as_fd()) == Ok(true);
+                    return alive.then_some((0, 1));
+                }
+            }
+        }
+        match self.pids {
+            Pids::Own => Some((pid, 1)),
+            _ => self.proc.pidfd_sandbox_pid(pidfd?).ok(),
+        }
+    }
+
+    /// The parent's pid as the events show it: from the table when it exec'd; else in the
+    /// events' pid namespace (0 outside it), or with [`Pids::Innermost`] from its status (0
+    /// when it lives outside the child's innermost pid namespace).
     fn sandbox_parent(&mut self, parent: u32, child_levels: usize) -> u32 {
         if parent == 0 {
             return 0;
         }
         if let Some(traced) = self.processes.get(&parent) {
             return traced.sandbox_pid;
+        }
+        match &self.pids {
+            Pids::Own => return parent,
+            Pids::Namespace(namespace) => {
+                match sys::notify::pid_in_namespace(namespace.as_fd(), parent) {
+                    Ok(presented) => return presented,
+                    Err(Errno::NOTTY | Errno::INVAL) => self.pids = Pids::Innermost,
+                    // Outside the namespace (or gone).
+                    Err(_) => return 0,
+                }
+            }
+            Pids::Innermost => {}
         }
         let in_child_namespace = |(pid, levels): (u32, usize)| {
             if levels == child_levels {
@@ -572,9 +645,14 @@ impl Tracer {
             (traced.sandbox_pid, Some(traced))
         } else {
             // A thread other than the leader, or a process that never exec'd.
-            let status = self.proc.status(tid).ok();
-            let valid = self.listener.is_pending(notification.id);
-            self.answer(notification.id);
+            let status = self.proc.status(tid).ok().and_then(|mut status| {
+                if !matches!(self.pids, Pids::Innermost) {
+                    status.sandbox_pid = self.presented(status.tgid, None)?.0;
+                }
+                Some(status)
+            });
+            // As for an exec: the answer fails if the process is no longer waiting.
+            let valid = self.answer(notification.id);
             let Some(status) = status.filter(|_| valid) else {
                 return;
             };
@@ -604,11 +682,11 @@ impl Tracer {
         }
     }
 
-    /// Stops watching process `pid` and returns what was known of it.
+    /// Stops watching process `pid` and returns what was known of it. Its pidfd leaves the
+    /// epoll set when the caller drops it (the tracer holds the only descriptor of that file,
+    /// and closing it removes it), before the next wait: no `EPOLL_CTL_DEL` to make.
     fn forget(&mut self, pid: u32) -> Option<Traced> {
-        let traced = self.processes.remove(&pid)?;
-        let _ = epoll::delete(&self.epoll, &traced.pidfd);
-        Some(traced)
+        self.processes.remove(&pid)
     }
 
     /// The pidfd of `pid` woke up: with [`ExitSource::Pidfd`] it was reaped, with
@@ -654,7 +732,7 @@ impl Tracer {
 /// `execveat`'s path resolved against its directory descriptor: the descriptor's path (as
 /// the process sees it) joined with a relative path, or alone with `AT_EMPTY_PATH` and an
 /// empty path. An absolute path, `AT_FDCWD` or an unreadable descriptor leave it as given.
-fn execveat_path(process: &OwnedFd, notification: &Notification, path: Vec<u8>) -> Vec<u8> {
+fn execveat_path(proc: &mut Proc, notification: &Notification, path: Vec<u8>) -> Vec<u8> {
     const AT_FDCWD: i32 = -100;
     const AT_EMPTY_PATH: u64 = 0x1000;
     let dirfd = i32::from_ne_bytes(
@@ -666,7 +744,7 @@ fn execveat_path(process: &OwnedFd, notification: &Notification, path: Vec<u8>) 
     if dirfd == AT_FDCWD || path.first() == Some(&b'/') || (path.is_empty() && !empty) {
         return path;
     }
-    let Ok(directory) = Proc::link_in_sandbox(process, &format!("fd/{dirfd}")) else {
+    let Ok(directory) = proc.link_in_sandbox(notification.pid, &format!("fd/{dirfd}")) else {
         return path;
     };
     if empty {

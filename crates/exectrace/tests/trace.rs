@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -106,6 +106,16 @@ fn trace_here(
     options: TraceOptions,
     command: &[&str],
 ) -> (TraceStats, u64, Output, u32) {
+    trace_here_in(dir, options, command, None)
+}
+
+/// [`trace_here`] with the tracer presenting the pids of `pid_namespace`.
+fn trace_here_in(
+    dir: &Path,
+    options: TraceOptions,
+    command: &[&str],
+    pid_namespace: Option<OwnedFd>,
+) -> (TraceStats, u64, Output, u32) {
     let socket_path = dir.join("trace.sock");
     let socket = UnixListener::bind(&socket_path).unwrap();
     let child = Command::new(RUN)
@@ -123,7 +133,13 @@ fn trace_here(
     sys::process::receive_descriptors(stream.as_fd(), &mut descriptors).unwrap();
     let listener = descriptors.pop().expect("the child sent its listener");
     let spool = events::Spool::open(&dir.join("events"), events::SpoolOptions::default()).unwrap();
-    let tracer = exectrace::spawn(listener, spool.recorder("exec-tracer"), options).unwrap();
+    let tracer = exectrace::spawn(
+        listener,
+        spool.recorder("exec-tracer"),
+        options,
+        pid_namespace,
+    )
+    .unwrap();
     let output = child.wait_with_output().unwrap();
     let stats = tracer.wait();
     let spool_stats = spool.close().unwrap();
@@ -312,6 +328,81 @@ fn a_storm_of_2000_execs_is_recorded_without_loss_rootless() {
     check_storm(&spool_events(&dir.path().join("events")));
 }
 
+/// Kills the `unshare` holding a pid namespace (and, through `--kill-child`, its init).
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pids_are_those_of_the_pid_namespace_given() {
+    assert!(is_root(), "needs root (unshare --pid), as CI has");
+    let holder = Holder(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sleep", "1000"])
+            .spawn()
+            .unwrap(),
+    );
+    // The namespace's init: unshare's child.
+    let children = format!("/proc/{0}/task/{0}/children", holder.0.id());
+    let init = loop {
+        let text = std::fs::read_to_string(&children).unwrap();
+        if let Some(pid) = text.split_whitespace().next() {
+            break pid.to_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let namespace = OwnedFd::from(std::fs::File::open(format!("/proc/{init}/ns/pid")).unwrap());
+    let dir = scratch();
+    // nsenter forks into the namespace: the shell is its pid 2 (after `sleep`), then echo 3
+    // and true 4, the shell's children.
+    let script = "/bin/echo $$; /bin/true";
+    let nsenter = [
+        "/usr/bin/nsenter",
+        "--target",
+        &init,
+        "--pid",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+    ];
+    let (stats, _, output, _) = trace_here_in(
+        dir.path(),
+        TraceOptions::default(),
+        &nsenter,
+        Some(namespace),
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "2\n");
+    let events = spool_events(&dir.path().join("events"));
+    let pids = |argv: &[&str]| {
+        let exec = exec_with(&events, argv);
+        (
+            int(exec, exectrace::ATTR_PROCESS_PID),
+            int(exec, exectrace::ATTR_PROCESS_PARENT_PID),
+        )
+    };
+    // nsenter itself runs outside the namespace, as its parent does: 0 for both.
+    assert_eq!(pids(&nsenter), (Some(0), Some(0)));
+    assert_eq!(pids(&["/bin/sh", "-c", script]), (Some(2), Some(0)));
+    assert_eq!(pids(&["/bin/echo", "2"]), (Some(3), Some(2)));
+    assert_eq!(pids(&["/bin/true"]), (Some(4), Some(2)));
+    assert_eq!(
+        int(exit_of(&events, 3), exectrace::ATTR_PROCESS_EXIT_CODE),
+        Some(0)
+    );
+    assert_eq!((stats.execs, stats.lost), (4, 0), "{events:#?}");
+    assert_eq!(
+        int(exit_of(&events, 0), exectrace::ATTR_PROCESS_EXIT_CODE),
+        Some(0)
+    );
+}
+
 #[test]
 fn arguments_are_redacted_or_truncated_on_request() {
     let dir = scratch();
@@ -390,6 +481,7 @@ fn stop_ends_the_tracer_while_traced_processes_still_run() {
         descriptors.pop().unwrap(),
         spool.recorder("exec-tracer"),
         TraceOptions::default(),
+        None,
     )
     .unwrap();
     // The shell runs (its exec was answered) once it says so.

@@ -59,7 +59,9 @@
 //!
 //! Init to supervisor:
 //!
-//! - `TRACE` (1 descriptor): the exec tracer's listener, before anything is spawned;
+//! - `TRACE` (1 or 2 descriptors): the exec tracer's listener, before anything is spawned, and
+//!   init's pid namespace (`/proc/self/ns/pid`, opened by init itself: a rootless supervisor
+//!   may not open it for a non-dumpable init), unless init could not open it;
 //! - `STARTED` (the pty master with a terminal): id u64, pid u32 (in the sandbox);
 //! - `FAILED`: id u64, then the launch's failure record (phase u32, step index u32, errno i32),
 //!   named by the supervisor against [`LaunchPlan::exec_steps`] of the request;
@@ -74,6 +76,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::fs::{Mode, OFlags};
 use rustix::process::{Pid, Signal, WaitOptions};
 use sys::process::{self as proc, ExecTarget, SignalFd, SignalSet};
 use sys::Errno;
@@ -111,7 +114,8 @@ pub struct SessionOptions {
     /// Called in init after its setup steps and before anything is spawned, so every process
     /// of the sandbox inherits what it installs (init has `CAP_SYS_ADMIN` in its user
     /// namespace: a seccomp filter needs no no_new_privs). The descriptor it returns (the
-    /// filter's listener) is sent to the caller: [`Session::take_trace_listener`].
+    /// filter's listener) is sent to the caller with init's pid namespace:
+    /// [`Session::take_trace_listener`], [`Session::take_trace_pid_namespace`].
     pub trace: Option<fn() -> Result<OwnedFd, Errno>>,
 }
 
@@ -182,6 +186,7 @@ pub struct Session {
     group: Option<cgroup::Cgroup>,
     inbound: Inbound,
     trace_listener: Option<OwnedFd>,
+    trace_pid_namespace: Option<OwnedFd>,
     next_id: ExecId,
     pending: HashMap<ExecId, Pending>,
     running: HashSet<ExecId>,
@@ -241,6 +246,7 @@ pub fn start_session(
         group,
         inbound: Inbound::default(),
         trace_listener: None,
+        trace_pid_namespace: None,
         next_id: MAIN + 1,
         pending: HashMap::new(),
         running: HashSet::new(),
@@ -253,7 +259,7 @@ pub fn start_session(
         // Init sent the listener before it spawned anything, so before any other frame.
         let message = session.receive_blocking()?;
         match (message.kind, message.fds.len()) {
-            (TRACE, 1) => session.trace_listener = message.fds.into_iter().next(),
+            (TRACE, 1 | 2) => session.take_trace(message.fds),
             _ => return Err(LaunchError::Protocol),
         }
     }
@@ -269,6 +275,19 @@ impl Session {
     /// The exec tracer's listener, once (when [`SessionOptions::trace`] was given).
     pub fn take_trace_listener(&mut self) -> Option<OwnedFd> {
         self.trace_listener.take()
+    }
+
+    /// The sandbox's pid namespace (init's), once, as init sent it with the tracer's listener:
+    /// what the tracer presents pids in.
+    pub fn take_trace_pid_namespace(&mut self) -> Option<OwnedFd> {
+        self.trace_pid_namespace.take()
+    }
+
+    /// Keeps a `TRACE` frame's descriptors: the listener, then the pid namespace.
+    fn take_trace(&mut self, fds: Vec<OwnedFd>) {
+        let mut fds = fds.into_iter();
+        self.trace_listener = fds.next();
+        self.trace_pid_namespace = fds.next();
     }
 
     /// Asks init to start `request` with `stdio` (stdin, stdout, stderr; `None` exactly when
@@ -512,7 +531,7 @@ impl Session {
         let mut fields = Fields(&message.body);
         let event = match message.kind {
             TRACE => {
-                self.trace_listener = message.fds.into_iter().next();
+                self.take_trace(message.fds);
                 return Ok(None);
             }
             STARTED => {
@@ -952,7 +971,23 @@ fn serve(
     if let Some(install) = trace {
         match install() {
             Ok(listener) => {
-                if send_frame(&socket, TRACE, &[], &[listener.as_fd()]).is_err() {
+                // Without it (no /proc in the sandbox) the tracer reads each process's pid.
+                let namespace = rustix::fs::open(
+                    c"/proc/self/ns/pid",
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok();
+                let listener = listener.as_fd();
+                let both;
+                let fds: &[BorrowedFd<'_>] = match &namespace {
+                    Some(namespace) => {
+                        both = [listener, namespace.as_fd()];
+                        &both
+                    }
+                    None => std::slice::from_ref(&listener),
+                };
+                if send_frame(&socket, TRACE, &[], fds).is_err() {
                     proc::exit_immediately(EXIT_SETUP_FAILED);
                 }
             }

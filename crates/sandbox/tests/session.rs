@@ -725,6 +725,15 @@ fn trace_hook_runs_in_init_and_its_fd_arrives(mode: Mode) {
         .take_trace_listener()
         .expect("the hook's descriptor");
     assert!(session.take_trace_listener().is_none());
+    // With it, init's pid namespace: the one a process of the sandbox is in.
+    let namespace = session
+        .take_trace_pid_namespace()
+        .expect("init's pid namespace");
+    // Init is its pid 1 (a rootless caller may not open /proc/INIT/ns/pid to compare).
+    assert_eq!(
+        sys::notify::pid_in_namespace(namespace.as_fd(), session.init_pid()),
+        Ok(1)
+    );
     let link = std::fs::read_link(format!("/proc/self/fd/{}", {
         use std::os::fd::AsRawFd;
         listener.as_fd().as_raw_fd()

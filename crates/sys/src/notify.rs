@@ -235,20 +235,6 @@ impl Listener {
             }
         }
     }
-
-    /// Whether notification `id` is still pending: its process is alive and still in the
-    /// syscall, so what was read about its pid belongs to it.
-    pub fn is_pending(&self, id: u64) -> bool {
-        // SAFETY: NOTIF_ID_VALID reads one u64 from the pointer, a valid local for the call.
-        let result = unsafe {
-            libc::ioctl(
-                self.fd.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-                std::ptr::from_ref(&id),
-            )
-        };
-        result == 0
-    }
 }
 
 impl AsFd for Listener {
@@ -430,6 +416,24 @@ pub fn pidfd_ids(pidfd: BorrowedFd<'_>) -> Result<PidfdIds, Errno> {
         tgid: info.tgid,
         parent: info.ppid,
     })
+}
+
+/// `NS_GET_TGID_IN_PIDNS` = `_IOR(0xb7, 0x9, int)` of `<linux/nsfs.h>`.
+const NS_GET_TGID_IN_PIDNS: libc::c_ulong = (2 << 30) | (4 << 16) | (0xb7 << 8) | 0x9;
+
+/// The pid, in the pid namespace of `namespace` (an open `/proc/PID/ns/pid`), of the process
+/// whose pid (or whose thread's id) in the caller's namespace is `pid`: one ioctl
+/// (`NS_GET_TGID_IN_PIDNS`, Linux 6.10 and later). `ESRCH` when no such process is visible in
+/// that namespace or it is gone; `ENOTTY` or `EINVAL` from older kernels.
+pub fn pid_in_namespace(namespace: BorrowedFd<'_>, pid: u32) -> Result<u32, Errno> {
+    let pid = libc::c_ulong::from(pid);
+    // SAFETY: NS_GET_TGID_IN_PIDNS takes the pid as the argument's value and touches no memory
+    // of the caller; `namespace` is an open descriptor for the call's duration.
+    let result = unsafe { libc::ioctl(namespace.as_raw_fd(), NS_GET_TGID_IN_PIDNS as _, pid) };
+    if result < 0 {
+        return Err(last_errno(Errno::NOTTY));
+    }
+    u32::try_from(result).map_err(|_| Errno::SRCH)
 }
 
 /// Whether the running kernel keeps the exit status of a reaped process for its pidfds

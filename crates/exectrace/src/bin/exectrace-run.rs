@@ -140,8 +140,13 @@ fn parent(settings: &Settings) -> Result<u8, String> {
         events::Spool::open(dir, events::SpoolOptions::default()).map_err(|e| format!("{e}"))?;
     let tracer = match descriptors.pop() {
         Some(listener) => Some(
-            exectrace::spawn(listener, spool.recorder("exec-tracer"), settings.options)
-                .map_err(|e| format!("failed to start the tracer: {e}"))?,
+            exectrace::spawn(
+                listener,
+                spool.recorder("exec-tracer"),
+                settings.options,
+                Some(own_pid_namespace()?),
+            )
+            .map_err(|e| format!("failed to start the tracer: {e}"))?,
         ),
         None if settings.trace => return Err("the child sent no listener".to_owned()),
         None => None,
@@ -171,6 +176,13 @@ fn parent(settings: &Settings) -> Result<u8, String> {
         (None, Some(signal)) => u8::try_from(128 + (signal & 0x7f)).unwrap_or(1),
         (None, None) => 1,
     })
+}
+
+/// This process's pid namespace, the one the command starts in: events carry its pids.
+fn own_pid_namespace() -> Result<OwnedFd, String> {
+    std::fs::File::open("/proc/self/ns/pid")
+        .map(OwnedFd::from)
+        .map_err(|e| format!("failed to open /proc/self/ns/pid: {e}"))
 }
 
 /// The child: `--child SOCKET [--no-trace] -- PROGRAM ARGS...`.

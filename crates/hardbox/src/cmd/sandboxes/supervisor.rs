@@ -335,6 +335,8 @@ impl Supervisor {
                         redact_arguments: launched.stored.redact_args,
                         max_argument_bytes: 16 * 1024,
                     },
+                    // Events carry pids as the sandbox sees them: those of init's namespace.
+                    launched.session.take_trace_pid_namespace(),
                 )
                 .context("failed to start the exec tracer")?,
             ),
