@@ -13,9 +13,10 @@
 //!
 //! - each received notification is answered with CONTINUE before anything is recorded, also
 //!   when reading the process failed; a notification whose process died meanwhile is skipped;
-//! - a notification is answered only after everything recorded about it was read and checked
-//!   to still belong to the notifying process (`SECCOMP_IOCTL_NOTIF_ID_VALID`), so a recycled
-//!   pid never lends its data to an event;
+//! - a notification is answered only after everything recorded about it was read, and what was
+//!   read is recorded only if the answer succeeded: the kernel accepts it only while the
+//!   notifying process still waits in the syscall, during which its pid cannot name another
+//!   process, so a recycled pid never lends its data to an event;
 //! - pidfds are handled before notifications of the same wake-up, and an exec whose pid is
 //!   still listed checks that the listed process is alive, so a process that ended is recorded
 //!   and forgotten before a new process with its pid is listed;
