@@ -362,7 +362,8 @@ impl Session {
 
     /// The next event, or `None` when none is ready. Never blocks (but for reaping init once
     /// its socket closed, which it does as it exits). Call it until `None` each time the
-    /// descriptor polls readable: several events may arrive together.
+    /// descriptor polls readable: several events may arrive together, and those left unread
+    /// wait in a buffer the descriptor does not poll readable for.
     ///
     /// # Errors
     ///

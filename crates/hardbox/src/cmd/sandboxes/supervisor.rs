@@ -472,6 +472,9 @@ impl Supervisor {
 
     /// Serves requests and the session's events until the sandbox is to stop or has ended.
     fn serve(&mut self) -> Result<()> {
+        // Events received with the main command's start (its exit, for a short command) wait
+        // in the session's buffer, and its descriptor will not poll readable for them.
+        self.session_events()?;
         while self.ended.is_none() && self.stopping.is_none() {
             let mut fds = Vec::with_capacity(3 + self.clients.len());
             fds.push(PollFd::new(&self.listener, PollFlags::IN));
