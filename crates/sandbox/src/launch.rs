@@ -1130,9 +1130,15 @@ pub(crate) fn prepare_init(
         );
     }
     // Switching to the sandbox's host ids (setresuid) made the kernel forget the parent-death
-    // signal: arm it again. If the parent died in between, the "go" below reads end-of-file and
-    // init exits, so no window is left where a killed CLI leaves its sandbox running.
+    // signal: arm it again. A parent that died in between may have sent its "go" already (it
+    // does not wait for the setup), so its death is checked on the socket: a dying process's
+    // files are closed before its children are signalled, so either the signal comes or the
+    // socket is seen closed here, and no window is left where a killed CLI leaves its sandbox
+    // running.
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    if proc::peer_closed(socket.as_fd()) {
+        proc::exit_immediately(EXIT_SETUP_FAILED);
+    }
     // The passed mounts are attached now; the command must not inherit them.
     drop(mounts);
     // The proxy's listeners live in the sandbox's network namespace, now set up.

@@ -351,6 +351,21 @@ impl AsFd for SignalFd {
     }
 }
 
+/// Whether the other end of the connected socket `fd` is closed (its process exited, or closed
+/// it), even while data it sent is still unread. Does not wait or allocate; a failing `poll`
+/// counts as closed.
+pub fn peer_closed(fd: BorrowedFd<'_>) -> bool {
+    let mut entry = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        // Hang-ups are reported whatever is asked for.
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: `entry` is one initialised `pollfd`, writable for the call.
+    let ready = unsafe { libc::poll(&mut entry, 1, 0) };
+    ready < 0 || entry.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
 /// Waits until one of `fds` is readable (or hung up), or `timeout` passes (`None`: no limit).
 /// Returns a bit per descriptor, bit `i` set when `fds[i]` is ready; 0 means the time passed.
 /// At most 8 descriptors; does not allocate. `EINTR` is returned as an empty set.
@@ -751,6 +766,23 @@ mod tests {
             ExecTarget::new("sh", &["a\0b".into()], &[], "/bin").map(drop),
             Err(Errno::INVAL)
         );
+    }
+
+    #[test]
+    fn a_closed_peer_is_seen_even_with_its_data_unread() {
+        use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+        let (near, far) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("socketpair: {e}"));
+        assert!(!peer_closed(near.as_fd()));
+        rustix::io::write(&far, b"go").unwrap_or_else(|e| panic!("write: {e}"));
+        assert!(!peer_closed(near.as_fd()), "data alone is not a hang-up");
+        drop(far);
+        assert!(peer_closed(near.as_fd()), "closed with a message unread");
     }
 
     #[test]
