@@ -705,26 +705,23 @@ impl Tracer {
                 Ok(Some(status)) => return Some(status),
                 Ok(None) => {}
                 // Before 6.15: only a zombie's stat tells.
-                Err(_) => {
-                    return self
-                        .proc
-                        .exit_status(pid)
-                        .ok()
-                        .filter(|_| sys::notify::pidfd_is_unreaped(pidfd) == Ok(true));
-                }
+                Err(_) => return self.zombie_status(pid, pidfd),
             }
-            if sys::notify::pidfd_is_unreaped(pidfd) == Ok(true) {
-                if let Ok(status) = self.proc.exit_status(pid) {
-                    if sys::notify::pidfd_is_unreaped(pidfd) == Ok(true) {
-                        return Some(status);
-                    }
-                }
-            }
-            if started.elapsed() >= STATUS_WAIT {
-                return None;
+            let zombie = self.zombie_status(pid, pidfd);
+            if zombie.is_some() || started.elapsed() >= STATUS_WAIT {
+                return zombie;
             }
             std::thread::yield_now();
         }
+    }
+
+    /// The wait status in `/proc/PID/stat` of `pid`, if it is still an unreaped zombie once
+    /// read (checked through its pidfd, so the pid did not name another process meanwhile).
+    fn zombie_status(&mut self, pid: u32, pidfd: BorrowedFd<'_>) -> Option<i32> {
+        self.proc
+            .exit_status(pid)
+            .ok()
+            .filter(|_| sys::notify::pidfd_is_unreaped(pidfd) == Ok(true))
     }
 
     /// The pidfd of `pid` woke up: with [`ExitSource::Pidfd`] it was reaped, with
