@@ -689,39 +689,21 @@ fn many_cycles_with_kills_leave_nothing_behind() {
         "name links left"
     );
     // Cgroups of sandboxes whose supervisor is gone (other tests' running sandboxes have
-    // cgroups of their own, named after their live supervisor). Only the hierarchies' parts
-    // under this process's own cgroups are looked at: a hierarchy can show other machines'.
+    // cgroups of their own, named after their live supervisor). Only the parents hardbox uses
+    // (under this process's own cgroups) are looked at: a hierarchy can show other machines'.
+    let host = cgroup::Host::detect().unwrap();
     let mut cgroups = String::new();
-    for line in std::fs::read_to_string("/proc/self/cgroup")
-        .unwrap()
-        .lines()
+    for parent in host
+        .unified
+        .iter()
+        .chain(&host.legacy)
+        .filter_map(|hierarchy| hierarchy.parent.as_ref())
     {
-        let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (fields.next(), fields.next(), fields.next());
-        let (Some(controllers), Some(path)) = (controllers, path) else {
-            continue;
-        };
-        // A version 2 hierarchy (no controllers named) is mounted at the root or, in hybrid
-        // mode, at `unified`.
-        let mounts: Vec<&str> = if controllers.is_empty() {
-            vec!["", "/unified"]
-        } else {
-            controllers.split(',').collect()
-        };
-        for mount in mounts {
-            let mount = match mount.trim_start_matches("name=") {
-                "" | "/unified" => mount.to_owned(),
-                controller => format!("/{controller}"),
-            };
-            let parent = format!(
-                "/sys/fs/cgroup{mount}{}/hardbox",
-                path.trim_end_matches('/')
-            );
-            for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("run-") && entry.path().is_dir() {
-                    cgroups.push_str(&format!("{parent}/{name}\n"));
-                }
+        let group = parent.join(cgroup::GROUP_DIRECTORY);
+        for entry in std::fs::read_dir(&group).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("run-") && entry.path().is_dir() {
+                cgroups.push_str(&format!("{}/{name}\n", group.display()));
             }
         }
     }
