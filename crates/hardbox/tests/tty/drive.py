@@ -37,9 +37,12 @@ SCENARIOS = {
                      "while 0 not in select.select([0, r], [], [])[0]:\n"
                      "    os.read(r, 64)\n"
                      "sys.stdin.readline()\n"],
-    # Typed input reaches the command; ^C interrupts it through its terminal.
+    # Typed input reaches the command; ^C interrupts it through its terminal. The shell
+    # waits for sleep rather than exec'ing it: dash defers a SIGINT that arrives while it
+    # prepares an exec and loses it across the exec, so ^C typed in that window would not
+    # interrupt anything.
     "input": BASE + ["-it", "--", "/bin/sh", "-c",
-                     "read line; echo \"got:$line\"; exec sleep 30"],
+                     "read line; echo \"got:$line\"; sleep 30"],
 }
 
 
