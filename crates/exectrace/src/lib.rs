@@ -37,11 +37,16 @@
 
 #![forbid(unsafe_code)]
 
+mod asm;
+mod btf;
+mod ebpf;
 mod filter;
 mod procfs;
+mod programs;
 mod remote;
 mod tracer;
 
+pub use ebpf::{spawn_ebpf, EbpfError};
 pub use filter::{install_listener, program, Arch, ExitSource};
 pub use tracer::{spawn, StopReason, TraceOptions, TraceStats, TracerHandle};
 

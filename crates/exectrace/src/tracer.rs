@@ -97,6 +97,10 @@ pub struct TracerHandle {
 }
 
 impl TracerHandle {
+    pub(crate) fn new(stop: OwnedFd, thread: JoinHandle<TraceStats>) -> TracerHandle {
+        TracerHandle { stop, thread }
+    }
+
     /// Asks the thread to stop (it answers the notifications pending now and records the exits
     /// it already saw) and waits for it. Processes still running keep the filter, whose
     /// syscalls then fail with `ENOSYS`: stop explicitly only once the sandbox is gone.
@@ -268,14 +272,14 @@ struct Exec {
 }
 
 /// What an exec event says.
-struct ExecRecord {
-    pid: u32,
-    parent_pid: u32,
-    path: Option<String>,
-    arguments: remote::Arguments,
-    working_directory: Option<String>,
-    execveat: bool,
-    incomplete: bool,
+pub(crate) struct ExecRecord {
+    pub pid: u32,
+    pub parent_pid: u32,
+    pub path: Option<String>,
+    pub arguments: remote::Arguments,
+    pub working_directory: Option<String>,
+    pub execveat: bool,
+    pub incomplete: bool,
 }
 
 impl Tracer {
@@ -735,23 +739,7 @@ impl Tracer {
         };
         let pidfd: BorrowedFd<'_> = traced.pidfd.as_fd();
         let status = self.exit_status(pid, pidfd);
-        let mut event = Event::new(events::PROCESS_EXIT)
-            .with(crate::ATTR_PROCESS_PID, i64::from(traced.sandbox_pid))
-            .with(
-                crate::ATTR_PROCESS_DURATION_MS,
-                milliseconds(traced.exec_at),
-            );
-        if let Some(status) = status {
-            let signal = status & 0x7f;
-            if signal != 0 && signal != 0x7f {
-                event = event.with(crate::ATTR_PROCESS_EXIT_SIGNAL, i64::from(signal));
-            } else if signal == 0 {
-                event = event.with(
-                    crate::ATTR_PROCESS_EXIT_CODE,
-                    i64::from((status >> 8) & 0xff),
-                );
-            }
-        }
+        let event = exit_event(traced.sandbox_pid, milliseconds(traced.exec_at), status);
         self.exits += 1;
         self.record(event);
     }
@@ -799,7 +787,27 @@ fn milliseconds(since: Instant) -> f64 {
     since.elapsed().as_micros() as f64 / 1000.0
 }
 
-fn exec_event(exec: ExecRecord, options: &TraceOptions) -> Event {
+/// An exit event: the process's pid in the sandbox, milliseconds since its last exec and its
+/// wait status, if known.
+pub(crate) fn exit_event(pid: u32, duration_ms: f64, status: Option<i32>) -> Event {
+    let mut event = Event::new(events::PROCESS_EXIT)
+        .with(crate::ATTR_PROCESS_PID, i64::from(pid))
+        .with(crate::ATTR_PROCESS_DURATION_MS, duration_ms);
+    if let Some(status) = status {
+        let signal = status & 0x7f;
+        if signal != 0 && signal != 0x7f {
+            event = event.with(crate::ATTR_PROCESS_EXIT_SIGNAL, i64::from(signal));
+        } else if signal == 0 {
+            event = event.with(
+                crate::ATTR_PROCESS_EXIT_CODE,
+                i64::from((status >> 8) & 0xff),
+            );
+        }
+    }
+    event
+}
+
+pub(crate) fn exec_event(exec: ExecRecord, options: &TraceOptions) -> Event {
     let mut event = Event::new(events::PROCESS_EXEC)
         .with(crate::ATTR_PROCESS_PID, i64::from(exec.pid))
         .with(crate::ATTR_PROCESS_PARENT_PID, i64::from(exec.parent_pid));

@@ -13,6 +13,7 @@
 //! - the process helpers in [`process`] that run between fork and exec do not allocate, except
 //!   where their documentation says so.
 
+pub mod bpf;
 pub mod entry;
 pub mod errno;
 pub mod linux;

@@ -24,6 +24,10 @@ use exectrace::{StopReason, TraceOptions};
 struct Settings {
     events: PathBuf,
     trace: bool,
+    /// Trace with the eBPF programs (root) instead of the notify filter.
+    bpf: bool,
+    /// Run the command as pid 1 of a new pid namespace (implied by `--bpf`).
+    pid_namespace: bool,
     options: TraceOptions,
     command: Vec<String>,
 }
@@ -57,6 +61,8 @@ fn parse(arguments: &[String]) -> Result<Settings, String> {
     let mut settings = Settings {
         events: PathBuf::new(),
         trace: true,
+        bpf: false,
+        pid_namespace: false,
         options: TraceOptions::default(),
         command: Vec::new(),
     };
@@ -67,6 +73,11 @@ fn parse(arguments: &[String]) -> Result<Settings, String> {
                 settings.events = PathBuf::from(iter.next().ok_or("--events needs a directory")?);
             }
             "--no-trace" => settings.trace = false,
+            "--bpf" => {
+                settings.bpf = true;
+                settings.pid_namespace = true;
+            }
+            "--pid-namespace" => settings.pid_namespace = true,
             "--redact" => settings.options.redact_arguments = true,
             "--max-argument-bytes" => {
                 settings.options.max_argument_bytes = iter
@@ -100,8 +111,11 @@ fn parent(settings: &Settings) -> Result<u8, String> {
     let exe = std::env::current_exe().map_err(|e| format!("failed to find myself: {e}"))?;
     let mut command = Command::new(exe);
     command.arg("--child").arg(&socket_path);
-    if !settings.trace {
-        command.arg("--no-trace");
+    if settings.trace && !settings.bpf {
+        command.arg("--filter");
+    }
+    if settings.pid_namespace {
+        command.arg("--pid-namespace");
     }
     let mut child = command
         .arg("--")
@@ -135,10 +149,16 @@ fn parent(settings: &Settings) -> Result<u8, String> {
     let mut descriptors = Vec::new();
     sys::process::receive_descriptors(stream.as_fd(), &mut descriptors)
         .map_err(|e| format!("failed to receive the listener: {e}"))?;
-    drop(stream);
     let spool =
         events::Spool::open(dir, events::SpoolOptions::default()).map_err(|e| format!("{e}"))?;
-    let tracer = match descriptors.pop() {
+    let received = descriptors.pop().filter(|_| settings.trace);
+    let tracer = match received {
+        Some(namespace) if settings.bpf => {
+            let tracer =
+                exectrace::spawn_ebpf(&namespace, spool.recorder("exec-tracer"), settings.options)
+                    .map_err(|e| format!("failed to start the eBPF tracer: {e}"))?;
+            Some(tracer)
+        }
         Some(listener) => Some(
             exectrace::spawn(
                 listener,
@@ -151,10 +171,23 @@ fn parent(settings: &Settings) -> Result<u8, String> {
         None if settings.trace => return Err("the child sent no listener".to_owned()),
         None => None,
     };
+    // The child waits for this before it executes the command (with --bpf, until the
+    // programs are attached).
+    (&stream)
+        .write_all(b"g")
+        .map_err(|e| format!("failed to start the command: {e}"))?;
+    drop(stream);
     let status = child
         .wait()
         .map_err(|e| format!("failed to wait for the child: {e}"))?;
-    let stats = tracer.map(exectrace::TracerHandle::wait);
+    let stats = tracer.map(|tracer| {
+        if settings.bpf {
+            // Every process of the namespace is gone: its pid 1 was reaped.
+            tracer.stop()
+        } else {
+            tracer.wait()
+        }
+    });
     let spool_stats = spool.close().map_err(|e| format!("{e}"))?;
     if let Some(stats) = stats {
         let stopped_by = match stats.stopped_by {
@@ -185,15 +218,20 @@ fn own_pid_namespace() -> Result<OwnedFd, String> {
         .map_err(|e| format!("failed to open /proc/self/ns/pid: {e}"))
 }
 
-/// The child: `--child SOCKET [--no-trace] -- PROGRAM ARGS...`.
+/// The child: `--child SOCKET [--filter] [--pid-namespace] -- PROGRAM ARGS...`. It installs
+/// the notify filter (`--filter`) and sends its listener, or starts the command's process as
+/// pid 1 of a new pid namespace (`--pid-namespace`) and sends that namespace; then the
+/// command's process waits for the parent's go before it executes the command.
 fn child(arguments: &[String]) -> ExitCode {
     let result = (|| -> Result<sys::Errno, String> {
         let socket_path = Path::new(arguments.first().ok_or("--child needs a socket")?);
-        let trace = arguments.get(1).map(String::as_str) != Some("--no-trace");
         let separator = arguments
             .iter()
             .position(|a| a == "--")
             .ok_or("--child needs -- PROGRAM")?;
+        let flags = &arguments[1..separator];
+        let filter = flags.iter().any(|f| f == "--filter");
+        let pid_namespace = flags.iter().any(|f| f == "--pid-namespace");
         let command = &arguments[separator + 1..];
         let program = command.first().ok_or("no command given")?;
         let environment: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
@@ -201,7 +239,7 @@ fn child(arguments: &[String]) -> ExitCode {
         let target = sys::process::ExecTarget::new(program, command, &environment, &search_path)
             .map_err(|e| format!("invalid command: {e}"))?;
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
-        let listener: Option<OwnedFd> = if trace {
+        let listener: Option<OwnedFd> = if filter {
             Some(
                 exectrace::install_listener()
                     .map_err(|e| format!("failed to install the filter: {e}"))?,
@@ -211,11 +249,48 @@ fn child(arguments: &[String]) -> ExitCode {
         };
         let stream = UnixStream::connect(socket_path)
             .map_err(|e| format!("failed to connect to {}: {e}", socket_path.display()))?;
+        let wait_for_go = |stream: UnixStream| {
+            let mut go = [0u8; 1];
+            std::io::Read::read_exact(&mut &stream, &mut go)
+                .map_err(|e| format!("the tracer did not start: {e}"))
+        };
+        if pid_namespace {
+            let namespaces = sys::process::Namespaces {
+                pid: true,
+                ..sys::process::Namespaces::default()
+            };
+            match sys::process::clone_into_namespaces(namespaces)
+                .map_err(|e| format!("failed to start pid 1 of a new pid namespace: {e}"))?
+            {
+                sys::process::Forked::Child => {
+                    wait_for_go(stream)?;
+                    return Ok(target.execute());
+                }
+                sys::process::Forked::Parent(pid) => {
+                    let namespace =
+                        std::fs::File::open(format!("/proc/{}/ns/pid", pid.as_raw_nonzero()))
+                            .map_err(|e| format!("failed to open the pid namespace: {e}"))?;
+                    sys::process::send_descriptors(stream.as_fd(), 1, &[namespace.as_fd()])
+                        .map_err(|e| format!("failed to send the pid namespace: {e}"))?;
+                    drop(stream);
+                    let status =
+                        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+                            .map_err(|e| format!("failed to wait for the command: {e}"))?
+                            .map(|(_, status)| status);
+                    let code = match status {
+                        Some(status) if status.exited() => status.exit_status().unwrap_or(1),
+                        Some(status) => 128 + status.terminating_signal().unwrap_or(0),
+                        None => 1,
+                    };
+                    std::process::exit(code);
+                }
+            }
+        }
         let descriptors: Vec<_> = listener.iter().map(AsFd::as_fd).collect();
         sys::process::send_descriptors(stream.as_fd(), 1, &descriptors)
             .map_err(|e| format!("failed to send the listener: {e}"))?;
-        drop(stream);
         drop(listener);
+        wait_for_go(stream)?;
         Ok(target.execute())
     })();
     let message = match result {
