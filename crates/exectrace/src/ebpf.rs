@@ -11,7 +11,8 @@
 //! What it guarantees:
 //!
 //! - every successful exec and every process exit in the pid namespace is seen from the
-//!   moment [`spawn_ebpf`] returns (the programs are attached before it does); failed execs
+//!   moment [`PreparedEbpf::start`] returns (the programs are attached before it does); the
+//!   verifier checks them in [`prepare_ebpf`], before there is a sandbox; failed execs
 //!   are not events here (the seccomp tracer also records failed attempts);
 //! - processes that started before the tracer and never exec'd under it (the sandbox's init)
 //!   get no exit event; every other process does, including one that never exec'd;
@@ -32,7 +33,7 @@ use sys::bpf::{RawTracepoint, RingBuffer};
 use sys::Errno;
 
 use crate::btf::Btf;
-use crate::programs::{self, Maps, Namespace, Offsets};
+use crate::programs::{self, Maps, Offsets};
 use crate::remote::Arguments;
 use crate::tracer::{exec_event, exit_event, ExecRecord, BATCH, BATCH_DELAY};
 use crate::{StopReason, TraceOptions, TraceStats, TracerHandle};
@@ -56,23 +57,38 @@ fn fail(what: &str, errno: Errno) -> EbpfError {
     EbpfError(format!("{what}: {errno}"))
 }
 
-/// Loads the programs for the pid namespace of `pid_namespace` (an open `/proc/PID/ns/pid`),
-/// attaches them and starts the thread, named `exec-tracer`, that records into `recorder`.
-/// Needs `CAP_BPF` and `CAP_PERFMON` (root) and a kernel with BTF.
-pub fn spawn_ebpf(
-    pid_namespace: &OwnedFd,
-    recorder: Recorder,
-    options: TraceOptions,
-) -> Result<TracerHandle, EbpfError> {
-    let stat = rustix::fs::fstat(pid_namespace).map_err(|e| fail("pid namespace", e))?;
-    let namespace = Namespace {
-        dev: stat.st_dev,
-        ino: stat.st_ino,
-    };
+/// The programs loaded and checked by the kernel, not attached yet: what can be done before
+/// the sandbox exists, so that a kernel that refuses them is known before anything starts.
+pub struct PreparedEbpf {
+    ring: RingBuffer,
+    config: OwnedFd,
+    scratch: OwnedFd,
+    lost: OwnedFd,
+    exec: OwnedFd,
+    exit: OwnedFd,
+}
+
+impl std::fmt::Debug for PreparedEbpf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedEbpf").finish_non_exhaustive()
+    }
+}
+
+/// Loads the programs (after the kernel's verifier accepted them) and their maps. Needs
+/// `CAP_BPF` and `CAP_PERFMON` (root) and a kernel with BTF.
+pub fn prepare_ebpf() -> Result<PreparedEbpf, EbpfError> {
     let btf = Btf::kernel().map_err(|e| EbpfError(format!("kernel BTF: {e}")))?;
     let offsets = Offsets::find(&btf).map_err(|e| EbpfError(e.to_string()))?;
     drop(btf);
     let ring = RingBuffer::create(RING_SIZE, "hardbox_exec").map_err(|e| fail("ring buffer", e))?;
+    let config = sys::bpf::create_map(
+        sys::bpf::MAP_ARRAY,
+        4,
+        programs::CONFIG_SIZE,
+        1,
+        "hardbox_config",
+    )
+    .map_err(|e| fail("config map", e))?;
     let scratch = sys::bpf::create_map(
         sys::bpf::MAP_PERCPU_ARRAY,
         4,
@@ -84,6 +100,7 @@ pub fn spawn_ebpf(
     let lost = sys::bpf::create_map(sys::bpf::MAP_ARRAY, 4, 8, 1, "hardbox_lost")
         .map_err(|e| fail("loss counter", e))?;
     let maps = Maps {
+        config: config.as_raw_fd(),
         ring: ring.map().as_raw_fd(),
         scratch: scratch.as_raw_fd(),
         lost: lost.as_raw_fd(),
@@ -91,74 +108,95 @@ pub fn spawn_ebpf(
     let load = |name: &str, code: Result<Vec<sys::bpf::Instruction>, String>| {
         let code = code.map_err(EbpfError)?;
         sys::bpf::load_program(sys::bpf::PROGRAM_RAW_TRACEPOINT, &code, name).map_err(|e| {
-            let tail: String = e
-                .log
-                .lines()
-                .rev()
-                .take(12)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
+            let lines: Vec<&str> = e.log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
             EbpfError(format!(
                 "the kernel refused the {name} program ({}):\n{tail}",
                 e.errno
             ))
         })
     };
-    let exec = load(
-        "hardbox_exec",
-        programs::exec_program(&offsets, maps, namespace),
-    )?;
-    let exit = load(
-        "hardbox_exit",
-        programs::exit_program(&offsets, maps, namespace),
-    )?;
-    let started = sys::bpf::monotonic_ns();
-    let attached = vec![
-        sys::bpf::attach_raw_tracepoint(exit.as_fd(), "sched_process_exit")
-            .map_err(|e| fail("attaching to sched_process_exit", e))?,
-        sys::bpf::attach_raw_tracepoint(exec.as_fd(), "sched_process_exec")
-            .map_err(|e| fail("attaching to sched_process_exec", e))?,
-    ];
-    let setup = || -> io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
-        let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        let stop_for_thread = stop.try_clone()?;
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        epoll::add(&epoll, ring.map(), EventData::new_u64(RING), EventFlags::IN)?;
-        epoll::add(
-            &epoll,
-            &stop_for_thread,
-            EventData::new_u64(STOP),
-            EventFlags::IN,
-        )?;
-        Ok((stop, stop_for_thread, epoll))
-    };
-    let (stop, stop_for_thread, epoll) =
-        setup().map_err(|e| EbpfError(format!("tracer setup: {e}")))?;
-    let tracer = Reader {
+    let exec = load("hardbox_exec", programs::exec_program(&offsets, maps))?;
+    let exit = load("hardbox_exit", programs::exit_program(&offsets, maps))?;
+    Ok(PreparedEbpf {
         ring,
-        lost_map: lost,
-        _scratch: scratch,
-        attached,
-        started,
-        epoll,
-        stop: stop_for_thread,
-        recorder,
-        options,
-        execs_at: HashMap::new(),
-        batch: Vec::with_capacity(BATCH),
-        batch_since: None,
-        execs: 0,
-        exits: 0,
-        lost: 0,
-    };
-    let thread = std::thread::Builder::new()
-        .name("exec-tracer".to_owned())
-        .spawn(move || tracer.run())
-        .map_err(|e| EbpfError(format!("tracer thread: {e}")))?;
-    Ok(TracerHandle::new(stop, thread))
+        config,
+        scratch,
+        lost,
+        exec,
+        exit,
+    })
+}
+
+impl PreparedEbpf {
+    /// Keeps the pid namespace of `pid_namespace` (an open `/proc/PID/ns/pid`), attaches the
+    /// programs and starts the thread, named `exec-tracer`, that records into `recorder`.
+    pub fn start(
+        self,
+        pid_namespace: &OwnedFd,
+        recorder: Recorder,
+        options: TraceOptions,
+    ) -> Result<TracerHandle, EbpfError> {
+        let stat = rustix::fs::fstat(pid_namespace).map_err(|e| fail("pid namespace", e))?;
+        let mut config = [0u8; programs::CONFIG_SIZE as usize];
+        config[..8].copy_from_slice(&stat.st_dev.to_ne_bytes());
+        config[8..].copy_from_slice(&stat.st_ino.to_ne_bytes());
+        sys::bpf::update(self.config.as_fd(), 0, &config).map_err(|e| fail("config map", e))?;
+        let started = sys::bpf::monotonic_ns();
+        let attached = vec![
+            sys::bpf::attach_raw_tracepoint(self.exit.as_fd(), "sched_process_exit")
+                .map_err(|e| fail("attaching to sched_process_exit", e))?,
+            sys::bpf::attach_raw_tracepoint(self.exec.as_fd(), "sched_process_exec")
+                .map_err(|e| fail("attaching to sched_process_exec", e))?,
+        ];
+        let ring = self.ring;
+        let setup = || -> io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
+            let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+            let stop_for_thread = stop.try_clone()?;
+            let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+            epoll::add(&epoll, ring.map(), EventData::new_u64(RING), EventFlags::IN)?;
+            epoll::add(
+                &epoll,
+                &stop_for_thread,
+                EventData::new_u64(STOP),
+                EventFlags::IN,
+            )?;
+            Ok((stop, stop_for_thread, epoll))
+        };
+        let (stop, stop_for_thread, epoll) =
+            setup().map_err(|e| EbpfError(format!("tracer setup: {e}")))?;
+        let tracer = Reader {
+            ring,
+            lost_map: self.lost,
+            _kept: [self.config, self.scratch, self.exec, self.exit],
+            attached,
+            started,
+            epoll,
+            stop: stop_for_thread,
+            recorder,
+            options,
+            execs_at: HashMap::new(),
+            batch: Vec::with_capacity(BATCH),
+            batch_since: None,
+            execs: 0,
+            exits: 0,
+            lost: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("exec-tracer".to_owned())
+            .spawn(move || tracer.run())
+            .map_err(|e| EbpfError(format!("tracer thread: {e}")))?;
+        Ok(TracerHandle::new(stop, thread))
+    }
+}
+
+/// [`prepare_ebpf`], then [`PreparedEbpf::start`].
+pub fn spawn_ebpf(
+    pid_namespace: &OwnedFd,
+    recorder: Recorder,
+    options: TraceOptions,
+) -> Result<TracerHandle, EbpfError> {
+    prepare_ebpf()?.start(pid_namespace, recorder, options)
 }
 
 const RING: u64 = 0;
@@ -167,7 +205,8 @@ const STOP: u64 = 1;
 struct Reader {
     ring: RingBuffer,
     lost_map: OwnedFd,
-    _scratch: OwnedFd,
+    /// The config and scratch maps and the programs, alive while attached.
+    _kept: [OwnedFd; 4],
     attached: Vec<RawTracepoint>,
     /// When the programs were attached (CLOCK_MONOTONIC ns).
     started: u64,

@@ -30,6 +30,11 @@
 //! - events the spool could not take are counted in [`TraceStats::lost`] (and reported by the
 //!   spool itself), never silently dropped.
 //!
+//! As root there is a second mechanism, which stops nothing: [`prepare_ebpf`] loads two eBPF
+//! programs on the scheduler's exec and exit tracepoints and [`PreparedEbpf::start`] attaches
+//! them to one pid namespace (see the `ebpf` module for its guarantees: successful execs only,
+//! and an exit event for every process, also those that never exec).
+//!
 //! What it does not do: the filter only notifies; the sandbox's own seccomp filter decides what
 //! is allowed (a syscall it denies is never notified). When the listener is closed (the tracer
 //! stopped), the kernel fails the filtered syscalls of processes still running with `ENOSYS`:
@@ -46,7 +51,7 @@ mod programs;
 mod remote;
 mod tracer;
 
-pub use ebpf::{spawn_ebpf, EbpfError};
+pub use ebpf::{prepare_ebpf, spawn_ebpf, EbpfError, PreparedEbpf};
 pub use filter::{install_listener, program, Arch, ExitSource};
 pub use tracer::{spawn, StopReason, TraceOptions, TraceStats, TracerHandle};
 

@@ -7,7 +7,8 @@
 //! exec: 0 u32 kind = 1 | 4 u32 tgid (in the namespace) | 8 u32 tid | 12 u32 parent tgid (0 outside)
 //!       16 u64 time (CLOCK_MONOTONIC ns) | 24 u32 host tgid | 28 u32 -
 //!       32 u32 path bytes (with NUL) | 36 u32 argv bytes read | 40 u32 argv bytes in all
-//!       44 u32 - | 48 u32 cwd end (1 root reached, 2 outside the root, 3 too deep) | ...
+//!       44 u32 cwd start | 48 u32 cwd end (1 root reached, 2 outside the root, 3 too deep)
+//!       56 u64 cwd bytes
 //!       64: path, then argv (NUL-separated), then cwd components leaf first, each with a NUL
 //! exit: 0 u32 kind = 2 | 4 u32 tgid | 8 u32 tid | 12 - | 16 u64 time | 24 u32 host tgid
 //!       28 u32 wait status | 32 u64 the process's start time (CLOCK_MONOTONIC ns)
@@ -27,6 +28,11 @@ pub const PATH_MAX: i32 = 512;
 pub const ARGS_MAX: i32 = 16384;
 /// The most bytes of working directory components recorded.
 pub const CWD_MAX: i32 = 4096;
+/// Where the exec record keeps the working directory's bytes while they are collected.
+const CWD_BYTES: i16 = 56;
+/// Where the exec record keeps where the working directory starts, and its largest value.
+const CWD_START: i16 = 44;
+const CWD_START_MAX: i32 = HEADER as i32 + PATH_MAX + ARGS_MAX;
 /// The most bytes of one component.
 const NAME_MAX: i32 = 256;
 /// The most directories walked up from the working directory.
@@ -107,17 +113,14 @@ impl Offsets {
 /// The maps the programs use.
 #[derive(Clone, Copy, Debug)]
 pub struct Maps {
+    pub config: i32,
     pub ring: i32,
     pub scratch: i32,
     pub lost: i32,
 }
 
-/// The pid namespace kept: its `nsfs` device and inode.
-#[derive(Clone, Copy, Debug)]
-pub struct Namespace {
-    pub dev: u64,
-    pub ino: u64,
-}
+/// The config map's value: the pid namespace kept, as its `nsfs` device and inode.
+pub const CONFIG_SIZE: u32 = 16;
 
 // Stack slots (offsets from the frame pointer).
 const SLOT_READ: i16 = -8;
@@ -131,7 +134,6 @@ const SLOT_ROOT_MNT: i16 = -64;
 const SLOT_DEPTH: i16 = -72;
 const SLOT_NEXT: i16 = -80;
 const SLOT_D: i16 = -88;
-const SLOT_BASE: i16 = -96;
 const SLOT_RECORD: i16 = -128;
 
 /// `dst = *(size *)(r3 + offset)` read from kernel memory through `probe_read_kernel`
@@ -153,11 +155,19 @@ fn read_kernel(
         .load(size, dst, FP, SLOT_READ);
 }
 
-/// Keeps only the current process of the namespace: its pid and tgid there go to SLOT_NS
-/// (pid at +0, tgid at +4); others jump to `out`.
-fn filter(asm: &mut Asm, namespace: Namespace) {
-    asm.load_u64(R1, namespace.dev)
-        .load_u64(R2, namespace.ino)
+/// Keeps only the current process of the namespace configured (its `nsfs` device and inode
+/// in the config map; nothing before they are set): its pid and tgid there go to SLOT_NS (pid
+/// at +0, tgid at +4); others jump to `out`.
+fn filter(asm: &mut Asm, maps: Maps) {
+    asm.store_imm(Size::W, FP, SLOT_KEY, 0)
+        .load_map(R1, maps.config)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(SLOT_KEY))
+        .call(helper::MAP_LOOKUP_ELEM)
+        .jump_if_imm(R0, Cond::Eq, 0, "out")
+        .load(Size::DW, R1, R0, 0)
+        .load(Size::DW, R2, R0, 8)
+        .jump_if_imm(R2, Cond::Eq, 0, "out")
         .mov(R3, FP)
         .add_imm(R3, i32::from(SLOT_NS))
         .mov_imm(R4, 8)
@@ -178,15 +188,11 @@ fn count_loss(asm: &mut Asm, maps: Maps) {
 }
 
 /// The program on `sched_process_exec` (raw arguments: task, old pid, binprm).
-pub fn exec_program(
-    offsets: &Offsets,
-    maps: Maps,
-    namespace: Namespace,
-) -> Result<Vec<Instruction>, String> {
+pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, String> {
     let o = offsets;
     let mut asm = Asm::new();
     asm.mov(R6, R1);
-    filter(&mut asm, namespace);
+    filter(&mut asm, maps);
     asm.store_imm(Size::W, FP, SLOT_KEY, 0)
         .load_map(R1, maps.scratch)
         .mov(R2, FP)
@@ -295,11 +301,13 @@ pub fn exec_program(
     read_kernel(&mut asm, R6, R1, o.fs_pwd + o.path_mnt, Size::DW);
     asm.load(Size::DW, R1, FP, SLOT_A);
     read_kernel(&mut asm, R8, R1, o.fs_pwd + o.path_dentry, Size::DW);
-    // From here r9 counts the component bytes, masked after each addition so that every
-    // pass through the loop has the same bounds (the verifier then prunes equal states
-    // instead of walking every combination of passes).
-    asm.store(Size::DW, FP, SLOT_BASE, R9)
-        .mov_imm(R9, 0)
+    // The component bytes so far are kept in the record (at CWD_BYTES), not in a register:
+    // read back from the map they have no known bounds, so after the mask every pass through
+    // the loop has the same ones and the verifier prunes equal states instead of walking
+    // every combination of passes (which took it over a second).
+    // So is where they start (different after each way through the path and argv).
+    asm.store(Size::W, R7, CWD_START, R9)
+        .store_imm(Size::DW, R7, CWD_BYTES, 0)
         .store_imm(Size::DW, FP, SLOT_DEPTH, 0)
         .label("walk")
         .load(Size::DW, R1, FP, SLOT_DEPTH)
@@ -328,8 +336,11 @@ pub fn exec_program(
     asm.store(Size::DW, FP, SLOT_NEXT, R1)
         .jump_if(R1, Cond::Eq, R8, "outside");
     read_kernel(&mut asm, R3, R8, o.dentry_name, Size::DW);
-    asm.jump_if_imm(R9, Cond::Gt, CWD_MAX - NAME_MAX, "too_deep")
-        .load(Size::DW, R1, FP, SLOT_BASE)
+    asm.load(Size::DW, R9, R7, CWD_BYTES)
+        .and_imm(R9, CWD_MAX - 1)
+        .jump_if_imm(R9, Cond::Gt, CWD_MAX - NAME_MAX, "too_deep")
+        .load(Size::W, R1, R7, CWD_START)
+        .jump_if_imm(R1, Cond::Gt, CWD_START_MAX, "out")
         .add(R1, R7)
         .add(R1, R9)
         .mov_imm(R2, NAME_MAX)
@@ -337,7 +348,7 @@ pub fn exec_program(
         .jump_if_imm(R0, Cond::Sle, 0, "next")
         .jump_if_imm(R0, Cond::Gt, NAME_MAX, "next")
         .add(R9, R0)
-        .and_imm(R9, 2 * CWD_MAX - 1)
+        .store(Size::DW, R7, CWD_BYTES, R9)
         .label("next")
         .load(Size::DW, R8, FP, SLOT_NEXT)
         .jump("walk");
@@ -350,7 +361,12 @@ pub fn exec_program(
         .label("too_deep")
         .store_imm(Size::W, R7, 48, CWD_TOO_DEEP as i32)
         .label("send")
-        .load(Size::DW, R3, FP, SLOT_BASE)
+        .load(Size::DW, R9, R7, CWD_BYTES)
+        .jump_if_imm(R9, Cond::Le, CWD_MAX, "cwd_bounded")
+        .mov_imm(R9, CWD_MAX)
+        .label("cwd_bounded")
+        .load(Size::W, R3, R7, CWD_START)
+        .jump_if_imm(R3, Cond::Gt, CWD_START_MAX, "out")
         .add(R3, R9)
         .load_map(R1, maps.ring)
         .mov(R2, R7)
@@ -364,15 +380,11 @@ pub fn exec_program(
 
 /// The program on `sched_process_exit` (raw arguments: task, and from Linux 6.16 whether the
 /// whole thread group is dead).
-pub fn exit_program(
-    offsets: &Offsets,
-    maps: Maps,
-    namespace: Namespace,
-) -> Result<Vec<Instruction>, String> {
+pub fn exit_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, String> {
     let o = offsets;
     let mut asm = Asm::new();
     asm.mov(R6, R1);
-    filter(&mut asm, namespace);
+    filter(&mut asm, maps);
     if o.exit_has_group_dead {
         asm.load(Size::DW, R1, R6, 8)
             .and_imm(R1, 0xff)

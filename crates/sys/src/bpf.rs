@@ -42,6 +42,7 @@ pub const PROGRAM_RAW_TRACEPOINT: u32 = 17;
 
 const CMD_MAP_CREATE: libc::c_long = 0;
 const CMD_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const CMD_MAP_UPDATE_ELEM: libc::c_long = 2;
 const CMD_PROG_LOAD: libc::c_long = 5;
 const CMD_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 
@@ -135,6 +136,16 @@ pub fn lookup(map: BorrowedFd<'_>, key: u32, value: &mut [u8]) -> Result<(), Err
     attributes.put_u64(8, key.as_ptr() as u64);
     attributes.put_u64(16, value.as_mut_ptr() as u64);
     bpf(CMD_MAP_LOOKUP_ELEM, &mut attributes).map(drop)
+}
+
+/// Writes `value` at `key` of an array map (`BPF_MAP_UPDATE_ELEM`, `BPF_ANY`).
+pub fn update(map: BorrowedFd<'_>, key: u32, value: &[u8]) -> Result<(), Errno> {
+    let key = key.to_ne_bytes();
+    let mut attributes = Attributes::new();
+    attributes.put_u32(0, map.as_raw_fd() as u32);
+    attributes.put_u64(8, key.as_ptr() as u64);
+    attributes.put_u64(16, value.as_ptr() as u64);
+    bpf(CMD_MAP_UPDATE_ELEM, &mut attributes).map(drop)
 }
 
 /// A program the verifier refused, with its log.
