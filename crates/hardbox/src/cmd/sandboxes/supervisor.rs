@@ -136,6 +136,32 @@ struct Launched {
     stored: Stored,
     /// The main command's stdin, stdout and stderr, until it is started.
     main_stdio: Option<[OwnedFd; 3]>,
+    /// The eBPF exec tracer, loaded before the sandbox started, when it records its execs;
+    /// or why it could not be loaded when it was wanted.
+    ebpf: Result<Option<exectrace::PreparedEbpf>, String>,
+}
+
+/// The environment variable that picks the exec tracer: `seccomp` forces the notify filter;
+/// otherwise root uses the eBPF programs when the kernel takes them.
+const EXEC_TRACER_ENV: &str = "HARDBOX_EXEC_TRACER";
+
+/// The eBPF tracer, loaded, if it is the one to use: as root, with the sandbox's seccomp
+/// filter in force with nothing added to it (the filter refuses new pid namespaces, whose
+/// processes the programs would not see), unless `HARDBOX_EXEC_TRACER=seccomp`. A kernel that
+/// refuses the programs leaves the seccomp tracer, which is as complete and costs more; the
+/// reason is then recorded with the `started` event.
+fn ebpf_tracer(plan: &LaunchPlan) -> Result<Option<exectrace::PreparedEbpf>, String> {
+    let settings = &plan.settings;
+    let wanted = rustix::process::geteuid().is_root()
+        && !settings.skip.seccomp
+        && settings.seccomp_allow.is_empty()
+        && std::env::var(EXEC_TRACER_ENV).as_deref() != Ok("seccomp");
+    if !wanted {
+        return Ok(None);
+    }
+    exectrace::prepare_ebpf()
+        .map(Some)
+        .map_err(|err| err.to_string())
 }
 
 /// Resolves the stored command line as `run` does and starts the session. Errors carry the
@@ -192,12 +218,18 @@ fn launch(root: &Path, dir: &Path) -> Result<Launched, (u8, anyhow::Error)> {
         .map_err(failed)?;
     let stdout = open_log().map_err(failed)?;
     let stderr = open_log().map_err(failed)?;
+    let ebpf = ebpf_tracer(&plan);
     let options = SessionOptions {
         // The main command is started as an exec once the tracer runs (start_main): an
-        // exec before that would wait for a tracer that does not exist yet.
+        // exec before that would wait for a tracer that does not exist yet (or, with the
+        // eBPF tracer, go unrecorded).
         main_command: false,
         main_stdio: None,
-        trace: Some(exectrace::install_listener),
+        trace: if matches!(ebpf, Ok(Some(_))) {
+            None
+        } else {
+            Some(exectrace::install_listener)
+        },
     };
     let mut hooks = SessionHooks {
         proxy,
@@ -211,6 +243,7 @@ fn launch(root: &Path, dir: &Path) -> Result<Launched, (u8, anyhow::Error)> {
         hooks,
         plan,
         stored,
+        ebpf,
         main_stdio: main_command.then_some([
             OwnedFd::from(null),
             OwnedFd::from(stdout),
@@ -326,22 +359,40 @@ impl Supervisor {
             proxy.record_to(spool.recorder("proxy"));
             sandbox::Hooks::network(proxy, listeners).map_err(|err| anyhow!(err))?;
         }
-        let tracer = match launched.session.take_trace_listener() {
-            Some(listener) => Some(
-                exectrace::spawn(
-                    listener,
-                    spool.recorder("exec"),
-                    exectrace::TraceOptions {
-                        redact_arguments: launched.stored.redact_args,
-                        max_argument_bytes: 16 * 1024,
-                    },
-                    // Events carry pids as the sandbox sees them: those of init's namespace.
-                    launched.session.take_trace_pid_namespace(),
-                )
-                .context("failed to start the exec tracer")?,
-            ),
-            None => None,
+        let trace_options = exectrace::TraceOptions {
+            redact_arguments: launched.stored.redact_args,
+            max_argument_bytes: 16 * 1024,
         };
+        let ebpf = std::mem::replace(&mut launched.ebpf, Ok(None));
+        let fallback = ebpf.as_ref().err().cloned();
+        let (tracer, exec_sensor) =
+            match (ebpf.ok().flatten(), launched.session.take_trace_listener()) {
+                (Some(ebpf), _) => {
+                    let init = launched.session.init_pid();
+                    let namespace = std::fs::File::open(format!("/proc/{init}/ns/pid"))
+                        .map(OwnedFd::from)
+                        .with_context(|| format!("failed to open init's pid namespace ({init})"))?;
+                    let tracer = ebpf
+                        .start(&namespace, spool.recorder("exec"), trace_options)
+                        .context("failed to start the exec tracer")?;
+                    (Some(tracer), "ebpf")
+                }
+                (None, Some(listener)) => (
+                    Some(
+                        exectrace::spawn(
+                            listener,
+                            spool.recorder("exec"),
+                            trace_options,
+                            // Events carry pids as the sandbox sees them: those of init's
+                            // namespace.
+                            launched.session.take_trace_pid_namespace(),
+                        )
+                        .context("failed to start the exec tracer")?,
+                    ),
+                    "seccomp",
+                ),
+                (None, None) => (None, "none"),
+            };
         let mut watches = Vec::new();
         if launched.stored.image_digest.is_some() && dir.join("upper").is_dir() {
             watches.push(fswatch::Watch {
@@ -376,15 +427,18 @@ impl Supervisor {
         let signals = SignalFd::open(&signals).map_err(|errno| anyhow!("signalfd: {errno}"))?;
         let init_pid = launched.session.init_pid();
         registry.set_running(&record.id, std::process::id(), init_pid)?;
-        lifecycle.record(
-            lifecycle_event(record, "started")
-                .with("hardbox.policy.digest", record.policy_digest.as_str())
-                .with(
-                    "hardbox.image.digest",
-                    record.image_digest.clone().unwrap_or_default(),
-                )
-                .with("process.pid", init_pid),
-        );
+        let mut started = lifecycle_event(record, "started")
+            .with("hardbox.policy.digest", record.policy_digest.as_str())
+            .with(
+                "hardbox.image.digest",
+                record.image_digest.clone().unwrap_or_default(),
+            )
+            .with("process.pid", init_pid)
+            .with(ATTR_EXEC_SENSOR, exec_sensor);
+        if let Some(reason) = fallback {
+            started = started.with(ATTR_EXEC_SENSOR_FALLBACK, reason);
+        }
+        lifecycle.record(started);
         Ok(Supervisor {
             launched,
             spool: Some(spool),
@@ -839,6 +893,13 @@ impl Supervisor {
         }
     }
 }
+
+/// Attribute of the `started` lifecycle event: how execs and exits are recorded (`ebpf`,
+/// `seccomp`).
+const ATTR_EXEC_SENSOR: &str = "hardbox.sensor.exec";
+/// Attribute of the `started` lifecycle event: why the eBPF tracer, wanted, could not be
+/// loaded (the seccomp tracer records instead).
+const ATTR_EXEC_SENSOR_FALLBACK: &str = "hardbox.sensor.exec.fallback";
 
 fn lifecycle_event(record: &state::SandboxRecord, state: &str) -> events::Event {
     events::Event::new(events::SANDBOX_LIFECYCLE)
