@@ -111,11 +111,10 @@ fn parent(settings: &Settings) -> Result<u8, String> {
     let exe = std::env::current_exe().map_err(|e| format!("failed to find myself: {e}"))?;
     let mut command = Command::new(exe);
     command.arg("--child").arg(&socket_path);
-    if settings.trace && !settings.bpf {
-        command.arg("--filter");
-    }
     if settings.pid_namespace {
         command.arg("--pid-namespace");
+    } else if !settings.trace {
+        command.arg("--no-trace");
     }
     let mut child = command
         .arg("--")
@@ -171,11 +170,13 @@ fn parent(settings: &Settings) -> Result<u8, String> {
         None if settings.trace => return Err("the child sent no listener".to_owned()),
         None => None,
     };
-    // The child waits for this before it executes the command (with --bpf, until the
-    // programs are attached).
-    (&stream)
-        .write_all(b"g")
-        .map_err(|e| format!("failed to start the command: {e}"))?;
+    if settings.pid_namespace {
+        // The command's process waits for this before it executes the command (with --bpf,
+        // until the programs are attached).
+        (&stream)
+            .write_all(b"g")
+            .map_err(|e| format!("failed to start the command: {e}"))?;
+    }
     drop(stream);
     let status = child
         .wait()
@@ -218,10 +219,11 @@ fn own_pid_namespace() -> Result<OwnedFd, String> {
         .map_err(|e| format!("failed to open /proc/self/ns/pid: {e}"))
 }
 
-/// The child: `--child SOCKET [--filter] [--pid-namespace] -- PROGRAM ARGS...`. It installs
-/// the notify filter (`--filter`) and sends its listener, or starts the command's process as
-/// pid 1 of a new pid namespace (`--pid-namespace`) and sends that namespace; then the
-/// command's process waits for the parent's go before it executes the command.
+/// The child: `--child SOCKET [--no-trace | --pid-namespace] -- PROGRAM ARGS...`. It installs
+/// the notify filter and sends its listener (nothing with `--no-trace`) and executes the
+/// command; or, with `--pid-namespace`, starts the command's process as pid 1 of a new pid
+/// namespace, sends that namespace, and the command's process waits for the parent's go
+/// before it executes the command.
 fn child(arguments: &[String]) -> ExitCode {
     let result = (|| -> Result<sys::Errno, String> {
         let socket_path = Path::new(arguments.first().ok_or("--child needs a socket")?);
@@ -230,8 +232,8 @@ fn child(arguments: &[String]) -> ExitCode {
             .position(|a| a == "--")
             .ok_or("--child needs -- PROGRAM")?;
         let flags = &arguments[1..separator];
-        let filter = flags.iter().any(|f| f == "--filter");
         let pid_namespace = flags.iter().any(|f| f == "--pid-namespace");
+        let filter = !pid_namespace && !flags.iter().any(|f| f == "--no-trace");
         let command = &arguments[separator + 1..];
         let program = command.first().ok_or("no command given")?;
         let environment: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
@@ -290,7 +292,7 @@ fn child(arguments: &[String]) -> ExitCode {
         sys::process::send_descriptors(stream.as_fd(), 1, &descriptors)
             .map_err(|e| format!("failed to send the listener: {e}"))?;
         drop(listener);
-        wait_for_go(stream)?;
+        drop(stream);
         Ok(target.execute())
     })();
     let message = match result {
