@@ -16,8 +16,10 @@
 //!   are not events here (the seccomp tracer also records failed attempts);
 //! - processes that started before the tracer and never exec'd under it (the sandbox's init)
 //!   get no exit event; every other process does, including one that never exec'd;
-//! - a record the ring buffer had no room for is counted by the program and reported as
-//!   lost ([`TraceStats::lost`]), never dropped silently;
+//! - a record the ring buffer had no room for is counted by the program, reported with a
+//!   `hardbox.sensor.loss` event (`error.type` `ring_buffer_full`, the count since the last
+//!   one) when the reader next hands over a full batch or stops, and counted in
+//!   [`TraceStats::lost`]: never dropped silently;
 //! - [`TracerHandle::stop`] detaches the programs and then records everything already in the
 //!   ring buffer before the thread ends. The thread ends only when stopped.
 
@@ -181,6 +183,7 @@ impl PreparedEbpf {
             execs: 0,
             exits: 0,
             lost: 0,
+            reported_losses: 0,
         };
         let thread = std::thread::Builder::new()
             .name("exec-tracer".to_owned())
@@ -221,6 +224,8 @@ struct Reader {
     execs: u64,
     exits: u64,
     lost: u64,
+    /// Records the programs dropped, as last reported.
+    reported_losses: u64,
 }
 
 impl Reader {
@@ -230,7 +235,9 @@ impl Reader {
         self.attached.clear();
         self.drain();
         self.flush();
-        self.lost += self.program_losses();
+        self.report_losses();
+        self.flush();
+        self.lost += self.reported_losses;
         TraceStats {
             execs: self.execs,
             exits: self.exits,
@@ -327,7 +334,30 @@ impl Reader {
         self.batch.push(event);
     }
 
+    /// Records a [`events::SENSOR_LOSS`] event for records the programs dropped since the
+    /// last report (the ring buffer was full).
+    fn report_losses(&mut self) {
+        let dropped = self.program_losses();
+        if dropped > self.reported_losses {
+            let count = dropped - self.reported_losses;
+            self.reported_losses = dropped;
+            let event = Event::new(events::SENSOR_LOSS)
+                .severity(events::Severity::Warn)
+                .with(events::ATTR_SENSOR_NAME, self.recorder.sensor())
+                .with(events::ATTR_ERROR_TYPE, "ring_buffer_full")
+                .with(
+                    events::ATTR_LOST_COUNT,
+                    i64::try_from(count).unwrap_or(i64::MAX),
+                );
+            self.record(event);
+        }
+    }
+
     fn flush(&mut self) {
+        if self.batch.len() >= BATCH {
+            // Under load: the programs' loss counter is read once per full batch.
+            self.report_losses();
+        }
         for event in self.batch.drain(..) {
             if self.recorder.record(event) == Recorded::Dropped {
                 self.lost += 1;
