@@ -79,10 +79,17 @@ impl std::fmt::Debug for PreparedEbpf {
 /// Loads the programs (after the kernel's verifier accepted them) and their maps. Needs
 /// `CAP_BPF` and `CAP_PERFMON` (root) and a kernel with BTF.
 pub fn prepare_ebpf() -> Result<PreparedEbpf, EbpfError> {
+    prepare_ebpf_with_ring(RING_SIZE)
+}
+
+/// [`prepare_ebpf`] with a ring buffer of `ring_bytes` (a power of two, a multiple of the page
+/// size) instead of 8 MiB.
+pub fn prepare_ebpf_with_ring(ring_bytes: usize) -> Result<PreparedEbpf, EbpfError> {
     let btf = Btf::kernel().map_err(|e| EbpfError(format!("kernel BTF: {e}")))?;
     let offsets = Offsets::find(&btf).map_err(|e| EbpfError(e.to_string()))?;
     drop(btf);
-    let ring = RingBuffer::create(RING_SIZE, "hardbox_exec").map_err(|e| fail("ring buffer", e))?;
+    let ring =
+        RingBuffer::create(ring_bytes, "hardbox_exec").map_err(|e| fail("ring buffer", e))?;
     let config = sys::bpf::create_map(
         sys::bpf::MAP_ARRAY,
         4,

@@ -51,7 +51,7 @@ mod programs;
 mod remote;
 mod tracer;
 
-pub use ebpf::{prepare_ebpf, spawn_ebpf, EbpfError, PreparedEbpf};
+pub use ebpf::{prepare_ebpf, prepare_ebpf_with_ring, spawn_ebpf, EbpfError, PreparedEbpf};
 pub use filter::{install_listener, program, Arch, ExitSource};
 pub use tracer::{spawn, StopReason, TraceOptions, TraceStats, TracerHandle};
 

@@ -243,3 +243,49 @@ fn a_long_argv_is_cut_at_the_programs_limit_and_marked() {
         Some(&Value::Bool(true))
     );
 }
+
+#[test]
+fn records_the_ring_buffer_had_no_room_for_are_reported_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // One page of ring buffer and 3 KiB of argv per exec: the programs run out of room
+    // while the reader pauses between batches.
+    let script = "a=$(head -c 3000 /dev/zero | tr '\\0' x); i=0; \
+                  while [ $i -lt 200 ]; do /bin/echo $a >/dev/null; i=$((i+1)); done";
+    let (output, totals, events) = trace(
+        dir.path(),
+        &["--ring-bytes", "4096"],
+        &["/bin/sh", "-c", script],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let losses: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.name == events::SENSOR_LOSS)
+        .collect();
+    assert!(!losses.is_empty(), "no loss reported: {totals}");
+    let reported: i64 = losses
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                text(e, events::ATTR_ERROR_TYPE),
+                Some("ring_buffer_full"),
+                "{e:?}"
+            );
+            int(e, events::ATTR_LOST_COUNT).unwrap()
+        })
+        .sum();
+    // What was lost and what was recorded account for every process.
+    let lost: i64 = totals
+        .split("\"lost\":")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert_eq!(reported, lost, "{totals}");
+    let recorded = events
+        .iter()
+        .filter(|e| e.name == events::PROCESS_EXEC || e.name == events::PROCESS_EXIT)
+        .count() as i64;
+    // 200 echos, head, tr and the shell: an exec and an exit each; the command substitution's
+    // subshell: an exit.
+    assert_eq!(recorded + lost, 2 * 203 + 1, "{totals}");
+}

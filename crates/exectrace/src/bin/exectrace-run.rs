@@ -3,12 +3,15 @@
 //! itself installs the filter in its init and runs the tracer in its supervisor.
 //!
 //! ```text
-//! exectrace-run --events DIR [--no-trace] [--redact] [--max-argument-bytes N] -- PROGRAM ARGS...
+//! exectrace-run --events DIR [--no-trace | --bpf [--ring-bytes N] | --pid-namespace] [--redact]
+//!               [--max-argument-bytes N] -- PROGRAM ARGS...
 //! ```
 //!
 //! The command runs in a child that sets `no_new_privs`, installs the notify filter (unless
 //! `--no-trace`), sends the listener back over `DIR/trace.sock` and execs PROGRAM (searched in
-//! `PATH`). Events go to the spool in DIR. At the end one JSON line of totals goes to stderr:
+//! `PATH`). With `--bpf` (root) the command instead runs as pid 1 of a new pid namespace
+//! (`--pid-namespace` alone does that without tracing), recorded by the eBPF tracer, which is
+//! attached before the command starts. Events go to the spool in DIR. At the end one JSON line of totals goes to stderr:
 //! `{"execs":N,"exits":N,"lost":N,"stopped_by":"HangUp"}`, and the command's exit code (128 +
 //! signal if killed) becomes this program's. Usage errors exit 2, setup failures 125.
 
@@ -28,6 +31,8 @@ struct Settings {
     bpf: bool,
     /// Run the command as pid 1 of a new pid namespace (implied by `--bpf`).
     pid_namespace: bool,
+    /// The eBPF tracer's ring buffer size (`--ring-bytes`), when not the default.
+    ring_bytes: Option<usize>,
     options: TraceOptions,
     command: Vec<String>,
 }
@@ -63,6 +68,7 @@ fn parse(arguments: &[String]) -> Result<Settings, String> {
         trace: true,
         bpf: false,
         pid_namespace: false,
+        ring_bytes: None,
         options: TraceOptions::default(),
         command: Vec::new(),
     };
@@ -78,6 +84,13 @@ fn parse(arguments: &[String]) -> Result<Settings, String> {
                 settings.pid_namespace = true;
             }
             "--pid-namespace" => settings.pid_namespace = true,
+            "--ring-bytes" => {
+                settings.ring_bytes = Some(
+                    iter.next()
+                        .and_then(|n| n.parse().ok())
+                        .ok_or("--ring-bytes needs a number")?,
+                );
+            }
             "--redact" => settings.options.redact_arguments = true,
             "--max-argument-bytes" => {
                 settings.options.max_argument_bytes = iter
@@ -153,9 +166,14 @@ fn parent(settings: &Settings) -> Result<u8, String> {
     let received = descriptors.pop().filter(|_| settings.trace);
     let tracer = match received {
         Some(namespace) if settings.bpf => {
-            let tracer =
-                exectrace::spawn_ebpf(&namespace, spool.recorder("exec-tracer"), settings.options)
-                    .map_err(|e| format!("failed to start the eBPF tracer: {e}"))?;
+            let tracer = match settings.ring_bytes {
+                Some(bytes) => exectrace::prepare_ebpf_with_ring(bytes),
+                None => exectrace::prepare_ebpf(),
+            }
+            .and_then(|prepared| {
+                prepared.start(&namespace, spool.recorder("exec-tracer"), settings.options)
+            })
+            .map_err(|e| format!("failed to start the eBPF tracer: {e}"))?;
             Some(tracer)
         }
         Some(listener) => Some(
