@@ -192,7 +192,18 @@ pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
     let o = offsets;
     let mut asm = Asm::new();
     asm.mov(R6, R1);
-    filter(&mut asm, maps);
+    start_record(&mut asm, maps, KIND_EXEC);
+    parent(&mut asm, o);
+    path_from_binprm(&mut asm, o);
+    arguments_from_image(&mut asm, o);
+    working_directory_and_send(&mut asm, o, maps);
+    asm.finish()
+}
+
+/// Keeps only the namespace's processes, takes the scratch record (r7) and fills its header;
+/// r8 is the current task. r6 is left alone.
+fn start_record(asm: &mut Asm, maps: Maps, kind: u32) {
+    filter(asm, maps);
     asm.store_imm(Size::W, FP, SLOT_KEY, 0)
         .load_map(R1, maps.scratch)
         .mov(R2, FP)
@@ -200,7 +211,7 @@ pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
         .call(helper::MAP_LOOKUP_ELEM)
         .jump_if_imm(R0, Cond::Eq, 0, "out")
         .mov(R7, R0)
-        .store_imm(Size::W, R7, 0, KIND_EXEC as i32)
+        .store_imm(Size::W, R7, 0, kind as i32)
         .load(Size::W, R1, FP, SLOT_NS + 4)
         .store(Size::W, R7, 4, R1)
         .load(Size::W, R1, FP, SLOT_NS)
@@ -212,42 +223,48 @@ pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
         .rsh_imm(R0, 32)
         .store(Size::W, R7, 24, R0)
         .store_imm(Size::W, R7, 48, 0)
+        .store_imm(Size::W, R7, 28, 0)
         .call(helper::GET_CURRENT_TASK)
         .mov(R8, R0);
+}
 
-    // The parent's pid in the namespace: the number of its `struct pid` at this process's
-    // level, if that number is in the same namespace (else the parent is outside: 0).
-    read_kernel(&mut asm, R9, R8, o.task_thread_pid, Size::DW);
+/// The parent's pid in the namespace, into the record: the number of its `struct pid` at this
+/// process's level, if that number is in the same namespace (else the parent is outside: 0).
+fn parent(asm: &mut Asm, o: &Offsets) {
+    read_kernel(asm, R9, R8, o.task_thread_pid, Size::DW);
     asm.store(Size::DW, FP, SLOT_A, R9);
-    read_kernel(&mut asm, R1, R9, o.pid_level, Size::W);
+    read_kernel(asm, R1, R9, o.pid_level, Size::W);
     asm.and_imm(R1, 63)
         .store(Size::DW, FP, SLOT_D, R1)
         .mul_imm(R1, o.upid_size)
         .add_imm(R1, o.pid_numbers)
         .store(Size::DW, FP, SLOT_B, R1);
-    read_kernel(&mut asm, R9, R8, o.task_real_parent, Size::DW);
-    read_kernel(&mut asm, R9, R9, o.task_thread_pid, Size::DW);
+    read_kernel(asm, R9, R8, o.task_real_parent, Size::DW);
+    read_kernel(asm, R9, R9, o.task_thread_pid, Size::DW);
     asm.store(Size::DW, FP, SLOT_C, R9);
-    read_kernel(&mut asm, R1, R9, o.pid_level, Size::W);
+    read_kernel(asm, R1, R9, o.pid_level, Size::W);
     asm.load(Size::DW, R2, FP, SLOT_D)
         .jump_if(R1, Cond::Lt, R2, "parent_done")
         .load(Size::DW, R1, FP, SLOT_A)
         .load(Size::DW, R2, FP, SLOT_B)
         .add(R1, R2);
-    read_kernel(&mut asm, R9, R1, o.upid_ns, Size::DW);
+    read_kernel(asm, R9, R1, o.upid_ns, Size::DW);
     asm.load(Size::DW, R1, FP, SLOT_C)
         .load(Size::DW, R2, FP, SLOT_B)
         .add(R1, R2)
         .store(Size::DW, FP, SLOT_A, R1);
-    read_kernel(&mut asm, R1, R1, o.upid_ns, Size::DW);
+    read_kernel(asm, R1, R1, o.upid_ns, Size::DW);
     asm.jump_if(R1, Cond::Ne, R9, "parent_done")
         .load(Size::DW, R1, FP, SLOT_A);
-    read_kernel(&mut asm, R1, R1, o.upid_nr, Size::W);
+    read_kernel(asm, R1, R1, o.upid_nr, Size::W);
     asm.store(Size::W, R7, 12, R1).label("parent_done");
+}
 
-    // The path given to exec, from the binprm; r9 is where the next field goes.
+/// The path given to exec, from the binprm (the third raw argument, ctx in r6); r9 is where
+/// the next field goes.
+fn path_from_binprm(asm: &mut Asm, o: &Offsets) {
     asm.load(Size::DW, R1, R6, 16);
-    read_kernel(&mut asm, R3, R1, o.binprm_filename, Size::DW);
+    read_kernel(asm, R3, R1, o.binprm_filename, Size::DW);
     asm.mov(R1, R7)
         .add_imm(R1, HEADER as i32)
         .mov_imm(R2, PATH_MAX)
@@ -261,14 +278,16 @@ pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
         .store(Size::W, R7, 32, R0)
         .mov(R9, R0)
         .add_imm(R9, HEADER as i32);
+}
 
-    // argv: the new image's argument strings, already laid out by exec.
-    read_kernel(&mut asm, R1, R8, o.task_mm, Size::DW);
+/// argv: the new image's argument strings, already laid out by exec, after the path.
+fn arguments_from_image(asm: &mut Asm, o: &Offsets) {
+    read_kernel(asm, R1, R8, o.task_mm, Size::DW);
     asm.store(Size::DW, FP, SLOT_A, R1);
-    read_kernel(&mut asm, R1, R1, o.mm_arg_start, Size::DW);
+    read_kernel(asm, R1, R1, o.mm_arg_start, Size::DW);
     asm.store(Size::DW, FP, SLOT_B, R1)
         .load(Size::DW, R1, FP, SLOT_A);
-    read_kernel(&mut asm, R1, R1, o.mm_arg_end, Size::DW);
+    read_kernel(asm, R1, R1, o.mm_arg_end, Size::DW);
     asm.load(Size::DW, R2, FP, SLOT_B)
         .sub(R1, R2)
         .store(Size::W, R7, 40, R1)
@@ -287,20 +306,23 @@ pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
         .label("args_read")
         .store(Size::W, R7, 36, R1)
         .add(R9, R1);
+}
 
+/// Writes the working directory from r9 on, then sends the record.
+fn working_directory_and_send(asm: &mut Asm, o: &Offsets, maps: Maps) {
     // The working directory: its dentries' names up to the process's root, crossing mounts
     // (r8 the dentry, r6 the vfsmount), leaf first.
-    read_kernel(&mut asm, R1, R8, o.task_fs, Size::DW);
+    read_kernel(asm, R1, R8, o.task_fs, Size::DW);
     asm.store(Size::DW, FP, SLOT_A, R1);
-    read_kernel(&mut asm, R1, R1, o.fs_root + o.path_dentry, Size::DW);
+    read_kernel(asm, R1, R1, o.fs_root + o.path_dentry, Size::DW);
     asm.store(Size::DW, FP, SLOT_ROOT_DENTRY, R1)
         .load(Size::DW, R1, FP, SLOT_A);
-    read_kernel(&mut asm, R1, R1, o.fs_root + o.path_mnt, Size::DW);
+    read_kernel(asm, R1, R1, o.fs_root + o.path_mnt, Size::DW);
     asm.store(Size::DW, FP, SLOT_ROOT_MNT, R1)
         .load(Size::DW, R1, FP, SLOT_A);
-    read_kernel(&mut asm, R6, R1, o.fs_pwd + o.path_mnt, Size::DW);
+    read_kernel(asm, R6, R1, o.fs_pwd + o.path_mnt, Size::DW);
     asm.load(Size::DW, R1, FP, SLOT_A);
-    read_kernel(&mut asm, R8, R1, o.fs_pwd + o.path_dentry, Size::DW);
+    read_kernel(asm, R8, R1, o.fs_pwd + o.path_dentry, Size::DW);
     // The component bytes so far are kept in the record (at CWD_BYTES), not in a register:
     // read back from the map they have no known bounds, so after the mask every pass through
     // the loop has the same ones and the verifier prunes equal states instead of walking
@@ -319,23 +341,23 @@ pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
         .load(Size::DW, R1, FP, SLOT_ROOT_MNT)
         .jump_if(R6, Cond::Eq, R1, "at_root")
         .label("not_root");
-    read_kernel(&mut asm, R1, R6, o.vfsmount_root, Size::DW);
+    read_kernel(asm, R1, R6, o.vfsmount_root, Size::DW);
     asm.jump_if(R8, Cond::Ne, R1, "component");
     // The top of a mount: go on from where it is mounted, in its parent.
-    read_kernel(&mut asm, R1, R6, o.mount_parent - o.mount_mnt, Size::DW);
+    read_kernel(asm, R1, R6, o.mount_parent - o.mount_mnt, Size::DW);
     asm.mov(R2, R6)
         .add_imm(R2, -o.mount_mnt)
         .jump_if(R1, Cond::Eq, R2, "outside")
         .store(Size::DW, FP, SLOT_NEXT, R1);
-    read_kernel(&mut asm, R8, R6, o.mount_mountpoint - o.mount_mnt, Size::DW);
+    read_kernel(asm, R8, R6, o.mount_mountpoint - o.mount_mnt, Size::DW);
     asm.load(Size::DW, R6, FP, SLOT_NEXT)
         .add_imm(R6, o.mount_mnt)
         .jump("walk")
         .label("component");
-    read_kernel(&mut asm, R1, R8, o.dentry_parent, Size::DW);
+    read_kernel(asm, R1, R8, o.dentry_parent, Size::DW);
     asm.store(Size::DW, FP, SLOT_NEXT, R1)
         .jump_if(R1, Cond::Eq, R8, "outside");
-    read_kernel(&mut asm, R3, R8, o.dentry_name, Size::DW);
+    read_kernel(asm, R3, R8, o.dentry_name, Size::DW);
     asm.load(Size::DW, R9, R7, CWD_BYTES)
         .and_imm(R9, CWD_MAX - 1)
         .jump_if_imm(R9, Cond::Gt, CWD_MAX - NAME_MAX, "too_deep")
@@ -373,9 +395,8 @@ pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
         .mov_imm(R4, 0)
         .call(helper::RINGBUF_OUTPUT)
         .jump_if_imm(R0, Cond::Eq, 0, "out");
-    count_loss(&mut asm, maps);
+    count_loss(asm, maps);
     asm.label("out").mov_imm(R0, 0).exit();
-    asm.finish()
 }
 
 /// The program on `sched_process_exit` (raw arguments: task, and from Linux 6.16 whether the
