@@ -50,11 +50,14 @@ pub enum Cond {
 /// Helper functions by number (`enum bpf_func_id`).
 pub mod helper {
     pub const MAP_LOOKUP_ELEM: i32 = 1;
+    pub const MAP_UPDATE_ELEM: i32 = 2;
+    pub const MAP_DELETE_ELEM: i32 = 3;
     pub const KTIME_GET_NS: i32 = 5;
     pub const GET_CURRENT_PID_TGID: i32 = 14;
     pub const GET_CURRENT_TASK: i32 = 35;
     pub const PROBE_READ_USER: i32 = 112;
     pub const PROBE_READ_KERNEL: i32 = 113;
+    pub const PROBE_READ_USER_STR: i32 = 114;
     pub const PROBE_READ_KERNEL_STR: i32 = 115;
     pub const GET_NS_CURRENT_PID_TGID: i32 = 120;
     pub const RINGBUF_OUTPUT: i32 = 130;

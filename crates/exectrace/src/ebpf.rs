@@ -1,7 +1,7 @@
 //! The root tracer: execs and exits from eBPF programs on the scheduler's tracepoints.
 //!
 //! Why it exists: the seccomp tracer stops every exec until the tracer answers, a round trip
-//! that costs an exec storm about a fifth of its speed. As root, two programs on
+//! that costs an exec storm about a fifth of its speed. As root, programs on
 //! `sched_process_exec` and `sched_process_exit` record the same facts without stopping
 //! anything: the exec'd path, argv (read from the new image, where exec laid it out), the
 //! working directory (walked up through dentries and mounts to the process's root), the pids
@@ -10,10 +10,14 @@
 //!
 //! What it guarantees:
 //!
-//! - every successful exec and every process exit in the pid namespace is seen from the
-//!   moment [`PreparedEbpf::start`] returns (the programs are attached before it does); the
-//!   verifier checks them in [`prepare_ebpf`], before there is a sandbox; failed execs
-//!   are not events here (the seccomp tracer also records failed attempts);
+//! - every exec and every process exit in the pid namespace is seen from the moment
+//!   [`PreparedEbpf::start`] returns (the programs are attached before it does); the verifier
+//!   checks them in [`prepare_ebpf`], before there is a sandbox;
+//! - an exec that fails is recorded as an attempt, as the seccomp tracer does, with its errno
+//!   (`error.type`, e.g. `ENOENT`, or `EACCES` for a path Landlock refuses): two small programs
+//!   on the `execve`/`execveat` syscall tracepoints keep the attempt's path and argv pointers
+//!   until the result, and a failure is read from the caller's memory, still intact;
+//! - events carry the time the kernel saw them;
 //! - processes that started before the tracer and never exec'd under it (the sandbox's init)
 //!   get no exit event; every other process does, including one that never exec'd;
 //! - a record the ring buffer had no room for is counted by the program, reported with a
@@ -63,6 +67,11 @@ fn fail(what: &str, errno: Errno) -> EbpfError {
 /// the sandbox exists, so that a kernel that refuses them is known before anything starts.
 pub struct PreparedEbpf {
     ring: RingBuffer,
+    attempts: OwnedFd,
+    tracepoints: SyscallTracepoints,
+    attempt_execve: OwnedFd,
+    attempt_execveat: OwnedFd,
+    failed: OwnedFd,
     config: OwnedFd,
     scratch: OwnedFd,
     lost: OwnedFd,
@@ -108,8 +117,18 @@ pub fn prepare_ebpf_with_ring(ring_bytes: usize) -> Result<PreparedEbpf, EbpfErr
     .map_err(|e| fail("scratch map", e))?;
     let lost = sys::bpf::create_map(sys::bpf::MAP_ARRAY, 4, 8, 1, "hardbox_lost")
         .map_err(|e| fail("loss counter", e))?;
+    let attempts = sys::bpf::create_map(
+        sys::bpf::MAP_LRU_HASH,
+        8,
+        programs::ATTEMPT_SIZE,
+        ATTEMPTS,
+        "hardbox_attempt",
+    )
+    .map_err(|e| fail("exec attempts map", e))?;
+    let tracepoints = SyscallTracepoints::find()?;
     let maps = Maps {
         config: config.as_raw_fd(),
+        attempts: attempts.as_raw_fd(),
         ring: ring.map().as_raw_fd(),
         scratch: scratch.as_raw_fd(),
         lost: lost.as_raw_fd(),
@@ -127,8 +146,38 @@ pub fn prepare_ebpf_with_ring(ring_bytes: usize) -> Result<PreparedEbpf, EbpfErr
     };
     let exec = load("hardbox_exec", programs::exec_program(&offsets, maps))?;
     let exit = load("hardbox_exit", programs::exit_program(&offsets, maps))?;
+    let load_tracepoint = |name: &str, code: Result<Vec<sys::bpf::Instruction>, String>| {
+        let code = code.map_err(EbpfError)?;
+        sys::bpf::load_program(sys::bpf::PROGRAM_TRACEPOINT, &code, name).map_err(|e| {
+            let lines: Vec<&str> = e.log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+            EbpfError(format!(
+                "the kernel refused the {name} program ({}):\n{tail}",
+                e.errno
+            ))
+        })
+    };
+    // Offsets of filename and argv in the syscalls' tracepoint records (the syscall number,
+    // padded, then one 8-byte slot per argument; execveat's directory comes first).
+    let attempt_execve = load_tracepoint(
+        "hardbox_try",
+        programs::attempt_program(maps, 16, 24, false),
+    )?;
+    let attempt_execveat = load_tracepoint(
+        "hardbox_try_at",
+        programs::attempt_program(maps, 24, 32, true),
+    )?;
+    let failed = load_tracepoint(
+        "hardbox_failed",
+        programs::failed_exec_program(&offsets, maps),
+    )?;
     Ok(PreparedEbpf {
         ring,
+        attempts,
+        tracepoints,
+        attempt_execve,
+        attempt_execveat,
+        failed,
         config,
         scratch,
         lost,
@@ -152,10 +201,27 @@ impl PreparedEbpf {
         config[8..].copy_from_slice(&stat.st_ino.to_ne_bytes());
         sys::bpf::update(self.config.as_fd(), 0, &config).map_err(|e| fail("config map", e))?;
         let started = sys::bpf::monotonic_ns();
+        let attach = |program: &OwnedFd, id: u64, name: &str| {
+            sys::bpf::attach_tracepoint(program.as_fd(), id)
+                .map(|events| Attached::Tracepoint { _events: events })
+                .map_err(|e| fail(&format!("attaching to {name}"), e))
+        };
+        let ids = self.tracepoints;
+        // Exits first, and an attempt's result before the attempt: nothing is half seen.
         let attached = vec![
             sys::bpf::attach_raw_tracepoint(self.exit.as_fd(), "sched_process_exit")
+                .map(|link| Attached::Raw { _link: link })
                 .map_err(|e| fail("attaching to sched_process_exit", e))?,
+            attach(&self.failed, ids.exit_execve, "sys_exit_execve")?,
+            attach(&self.failed, ids.exit_execveat, "sys_exit_execveat")?,
+            attach(&self.attempt_execve, ids.enter_execve, "sys_enter_execve")?,
+            attach(
+                &self.attempt_execveat,
+                ids.enter_execveat,
+                "sys_enter_execveat",
+            )?,
             sys::bpf::attach_raw_tracepoint(self.exec.as_fd(), "sched_process_exec")
+                .map(|link| Attached::Raw { _link: link })
                 .map_err(|e| fail("attaching to sched_process_exec", e))?,
         ];
         let ring = self.ring;
@@ -177,9 +243,19 @@ impl PreparedEbpf {
         let tracer = Reader {
             ring,
             lost_map: self.lost,
-            _kept: [self.config, self.scratch, self.exec, self.exit],
+            _kept: [
+                self.config,
+                self.scratch,
+                self.exec,
+                self.exit,
+                self.attempts,
+                self.attempt_execve,
+                self.attempt_execveat,
+                self.failed,
+            ],
             attached,
             started,
+            realtime_offset: realtime_offset(),
             epoll,
             stop: stop_for_thread,
             recorder,
@@ -209,17 +285,77 @@ pub fn spawn_ebpf(
     prepare_ebpf()?.start(pid_namespace, recorder, options)
 }
 
+/// The most exec attempts under way at once that are remembered (an exec by a thread other
+/// than the leader leaves its entry behind, which the least recently used order evicts).
+const ATTEMPTS: u32 = 4096;
+
+/// An attachment, undone when dropped.
+enum Attached {
+    Raw { _link: RawTracepoint },
+    Tracepoint { _events: sys::bpf::Tracepoint },
+}
+
+/// The ids of the exec syscalls' tracepoints, from tracefs.
+#[derive(Clone, Copy)]
+struct SyscallTracepoints {
+    enter_execve: u64,
+    enter_execveat: u64,
+    exit_execve: u64,
+    exit_execveat: u64,
+}
+
+impl SyscallTracepoints {
+    fn find() -> Result<SyscallTracepoints, EbpfError> {
+        let id = |name: &str| -> Result<u64, EbpfError> {
+            let mut last = String::new();
+            for tracefs in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+                let path = format!("{tracefs}/events/syscalls/{name}/id");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        return text.trim().parse().map_err(|_| {
+                            EbpfError(format!("{path}: not a tracepoint id: {text:?}"))
+                        })
+                    }
+                    Err(err) => last = format!("{path}: {err}"),
+                }
+            }
+            Err(EbpfError(format!(
+                "no tracefs with the syscall tracepoints ({last})"
+            )))
+        };
+        Ok(SyscallTracepoints {
+            enter_execve: id("sys_enter_execve")?,
+            enter_execveat: id("sys_enter_execveat")?,
+            exit_execve: id("sys_exit_execve")?,
+            exit_execveat: id("sys_exit_execveat")?,
+        })
+    }
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC now, in ns.
+fn realtime_offset() -> u64 {
+    let realtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        });
+    realtime.saturating_sub(sys::bpf::monotonic_ns())
+}
+
 const RING: u64 = 0;
 const STOP: u64 = 1;
 
 struct Reader {
     ring: RingBuffer,
     lost_map: OwnedFd,
-    /// The config and scratch maps and the programs, alive while attached.
-    _kept: [OwnedFd; 4],
-    attached: Vec<RawTracepoint>,
+    /// The maps and the programs, alive while attached.
+    _kept: [OwnedFd; 8],
+    attached: Vec<Attached>,
     /// When the programs were attached (CLOCK_MONOTONIC ns).
     started: u64,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns: events are stamped with when the kernel
+    /// saw them, not when they were read.
+    realtime_offset: u64,
     epoll: OwnedFd,
     stop: OwnedFd,
     recorder: Recorder,
@@ -313,7 +449,20 @@ impl Reader {
             if let Some(exec) = parse_exec(record, &self.options) {
                 self.execs_at.insert(exec.1, exec.2);
                 self.execs += 1;
-                let event = exec_event(exec.0, &self.options);
+                let event = exec_event(exec.0, &self.options).at(exec.2 + self.realtime_offset);
+                self.record(event);
+            }
+        } else if kind == programs::KIND_FAILED_EXEC {
+            if let Some((mut exec, _, at)) = parse_exec(record, &self.options) {
+                exec.execveat = u32_at(record, 52) == 1;
+                let errno = sys::Errno::from_raw_os_error(u32_at(record, 28) as i32);
+                self.execs += 1;
+                let event = exec_event(exec, &self.options)
+                    .at(at + self.realtime_offset)
+                    .with(
+                        events::ATTR_ERROR_TYPE,
+                        sys::errno::name(errno).unwrap_or("unknown"),
+                    );
                 self.record(event);
             }
         } else if kind == programs::KIND_EXIT && record.len() >= programs::EXIT_RECORD {
@@ -329,7 +478,8 @@ impl Reader {
             let since = exec_at.unwrap_or(start);
             let duration = at.saturating_sub(since) as f64 / 1e6;
             self.exits += 1;
-            let event = exit_event(tgid, duration, Some(status as i32));
+            let event =
+                exit_event(tgid, duration, Some(status as i32)).at(at + self.realtime_offset);
             self.record(event);
         }
     }
@@ -419,11 +569,13 @@ fn parse_exec(record: &[u8], options: &TraceOptions) -> Option<(ExecRecord, u32,
     let argv = record.get(args_start..cwd_start)?;
     let cwd = record.get(cwd_start..)?;
     let mut incomplete = false;
+    // Up to its NUL: a failed exec's path has a fixed region.
+    let path = path.split(|&b| b == 0).next().unwrap_or(path);
     let path = if path.is_empty() {
         incomplete = true;
         None
     } else {
-        Some(String::from_utf8_lossy(path.strip_suffix(b"\0").unwrap_or(path)).into_owned())
+        Some(String::from_utf8_lossy(path).into_owned())
     };
     if args_len == 0 && args_total > 0 {
         incomplete = true;

@@ -20,6 +20,9 @@ use sys::bpf::Instruction;
 
 pub const KIND_EXEC: u32 = 1;
 pub const KIND_EXIT: u32 = 2;
+/// An exec that failed: laid out as an exec record, with the path in a region of PATH_MAX
+/// bytes (ended by a NUL), the errno at 28 and 1 at 52 for `execveat`.
+pub const KIND_FAILED_EXEC: u32 = 3;
 /// Where the variable part of an exec record starts.
 pub const HEADER: usize = 64;
 /// The most bytes of the executable's path recorded, with its NUL.
@@ -114,6 +117,8 @@ impl Offsets {
 #[derive(Clone, Copy, Debug)]
 pub struct Maps {
     pub config: i32,
+    /// Exec attempts under way, by task: what `sys_enter_execve(at)` saw.
+    pub attempts: i32,
     pub ring: i32,
     pub scratch: i32,
     pub lost: i32,
@@ -134,6 +139,17 @@ const SLOT_ROOT_MNT: i16 = -64;
 const SLOT_DEPTH: i16 = -72;
 const SLOT_NEXT: i16 = -80;
 const SLOT_D: i16 = -88;
+const SLOT_TASK_KEY: i16 = -104;
+const SLOT_FILENAME: i16 = -112;
+const SLOT_ARGV: i16 = -120;
+const SLOT_RET: i16 = -128;
+const SLOT_SYSCALL: i16 = -136;
+const SLOT_ARG_INDEX: i16 = -144;
+/// The attempts map's value: filename and argv pointers, and 1 for `execveat`.
+pub const ATTEMPT_SIZE: u32 = 24;
+/// The most argv entries of a failed exec read, and the most bytes of one.
+const FAILED_ARGS: i32 = 64;
+const FAILED_ARG_MAX: i32 = 4096;
 const SLOT_RECORD: i16 = -128;
 
 /// `dst = *(size *)(r3 + offset)` read from kernel memory through `probe_read_kernel`
@@ -442,5 +458,139 @@ pub fn exit_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
         .jump_if_imm(R0, Cond::Eq, 0, "out");
     count_loss(&mut asm, maps);
     asm.label("out").mov_imm(R0, 0).exit();
+    asm.finish()
+}
+
+/// The program on `syscalls/sys_enter_execve` (or `execveat`, whose arguments are one slot
+/// further): keeps the path and argv pointers of an exec attempt of the namespace until its
+/// result is known. `filename` and `argv` are the offsets of those fields in the tracepoint's
+/// record.
+pub fn attempt_program(
+    maps: Maps,
+    filename: i16,
+    argv: i16,
+    execveat: bool,
+) -> Result<Vec<Instruction>, String> {
+    let mut asm = Asm::new();
+    asm.mov(R6, R1);
+    filter(&mut asm, maps);
+    asm.load(Size::DW, R1, R6, filename)
+        .store(Size::DW, FP, SLOT_RET, R1)
+        .load(Size::DW, R1, R6, argv)
+        .store(Size::DW, FP, SLOT_RET + 8, R1)
+        .store_imm(Size::DW, FP, SLOT_RET + 16, i32::from(execveat))
+        .call(helper::GET_CURRENT_PID_TGID)
+        .store(Size::DW, FP, SLOT_TASK_KEY, R0)
+        .load_map(R1, maps.attempts)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(SLOT_TASK_KEY))
+        .mov(R3, FP)
+        .add_imm(R3, i32::from(SLOT_RET))
+        .mov_imm(R4, 0)
+        .call(helper::MAP_UPDATE_ELEM)
+        .label("out")
+        .mov_imm(R0, 0)
+        .exit();
+    asm.finish()
+}
+
+/// The program on `syscalls/sys_exit_execve` and `sys_exit_execveat`: a failed attempt of the
+/// namespace becomes a record with its path, argv (read from the caller's memory, still
+/// there), errno, working directory and parent.
+pub fn failed_exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, String> {
+    let o = offsets;
+    let mut asm = Asm::new();
+    asm.mov(R6, R1)
+        .call(helper::GET_CURRENT_PID_TGID)
+        .store(Size::DW, FP, SLOT_TASK_KEY, R0)
+        .load_map(R1, maps.attempts)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(SLOT_TASK_KEY))
+        .call(helper::MAP_LOOKUP_ELEM)
+        .jump_if_imm(R0, Cond::Eq, 0, "out")
+        .load(Size::DW, R1, R0, 0)
+        .store(Size::DW, FP, SLOT_FILENAME, R1)
+        .load(Size::DW, R1, R0, 8)
+        .store(Size::DW, FP, SLOT_ARGV, R1)
+        .load(Size::DW, R1, R0, 16)
+        .store(Size::DW, FP, SLOT_SYSCALL, R1)
+        .load_map(R1, maps.attempts)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(SLOT_TASK_KEY))
+        .call(helper::MAP_DELETE_ELEM)
+        // The syscall's result: only failures are recorded here (a success is the exec
+        // program's).
+        .load(Size::DW, R1, R6, 16)
+        .jump_if_imm(R1, Cond::Sgt, -1, "out")
+        .store(Size::DW, FP, SLOT_RET, R1);
+    start_record(&mut asm, maps, KIND_FAILED_EXEC);
+    asm.load(Size::DW, R1, FP, SLOT_RET)
+        .mov_imm(R2, 0)
+        .sub(R2, R1)
+        .store(Size::W, R7, 28, R2)
+        .load(Size::DW, R1, FP, SLOT_SYSCALL)
+        .store(Size::W, R7, 52, R1);
+    parent(&mut asm, o);
+    // The path, in its fixed region.
+    asm.mov(R1, R7)
+        .add_imm(R1, HEADER as i32)
+        .mov_imm(R2, PATH_MAX)
+        .load(Size::DW, R3, FP, SLOT_FILENAME)
+        .call(helper::PROBE_READ_USER_STR)
+        .jump_if_imm(R0, Cond::Sgt, 0, "failed_path_read")
+        .store_imm(Size::W, R7, HEADER as i16, 0)
+        .label("failed_path_read")
+        .store_imm(Size::W, R7, 32, PATH_MAX);
+    // argv, one string at a time; the byte count is kept in the record (at 36) for the same
+    // reason as the working directory's.
+    let base = HEADER as i32 + PATH_MAX;
+    asm.store_imm(Size::W, R7, 36, 0)
+        .store_imm(Size::DW, FP, SLOT_ARG_INDEX, 0)
+        .label("arg")
+        .load(Size::DW, R1, FP, SLOT_ARG_INDEX)
+        .jump_if_imm(R1, Cond::Ge, FAILED_ARGS, "args_cut")
+        .mov(R3, R1)
+        .mul_imm(R3, 8)
+        .add_imm(R1, 1)
+        .store(Size::DW, FP, SLOT_ARG_INDEX, R1)
+        .load(Size::DW, R1, FP, SLOT_ARGV)
+        .add(R3, R1)
+        .store_imm(Size::DW, FP, SLOT_READ, 0)
+        .mov(R1, FP)
+        .add_imm(R1, i32::from(SLOT_READ))
+        .mov_imm(R2, 8)
+        .call(helper::PROBE_READ_USER)
+        .load(Size::DW, R1, FP, SLOT_READ)
+        .jump_if_imm(R1, Cond::Eq, 0, "args_end")
+        .store(Size::DW, FP, SLOT_NEXT, R1)
+        .load(Size::W, R9, R7, 36)
+        .and_imm(R9, ARGS_MAX - 1)
+        .jump_if_imm(R9, Cond::Gt, ARGS_MAX - FAILED_ARG_MAX, "args_cut")
+        .mov(R1, R7)
+        .add_imm(R1, base)
+        .add(R1, R9)
+        .mov_imm(R2, FAILED_ARG_MAX)
+        .load(Size::DW, R3, FP, SLOT_NEXT)
+        .call(helper::PROBE_READ_USER_STR)
+        .jump_if_imm(R0, Cond::Sle, 0, "args_end")
+        .jump_if_imm(R0, Cond::Gt, FAILED_ARG_MAX, "args_end")
+        .add(R9, R0)
+        .store(Size::W, R7, 36, R9)
+        .jump_if_imm(R0, Cond::Eq, FAILED_ARG_MAX, "args_cut")
+        .jump("arg")
+        .label("args_cut")
+        // Cut: one more byte than read says so.
+        .load(Size::W, R1, R7, 36)
+        .add_imm(R1, 1)
+        .store(Size::W, R7, 40, R1)
+        .jump("args_done")
+        .label("args_end")
+        .load(Size::W, R1, R7, 36)
+        .store(Size::W, R7, 40, R1)
+        .label("args_done")
+        .load(Size::W, R9, R7, 36)
+        .jump_if_imm(R9, Cond::Gt, ARGS_MAX, "out")
+        .add_imm(R9, base);
+    working_directory_and_send(&mut asm, o, maps);
     asm.finish()
 }

@@ -155,10 +155,26 @@ fn records_execs_and_every_exit_in_the_pid_namespace() {
     );
     assert_eq!(int(killed_exit, exectrace::ATTR_PROCESS_EXIT_CODE), None);
 
-    // A failed exec is not an exec here; its process's exit (127) is.
-    assert!(execs(&events)
-        .iter()
-        .all(|e| text(e, exectrace::ATTR_PROCESS_EXECUTABLE_PATH) != Some("/nonexistent/program")));
+    // A failed exec is an attempt, with its errno; its process's exit (127) follows.
+    let missing = exec_with(&events, &["/nonexistent/program"]);
+    assert_eq!(text(missing, events::ATTR_ERROR_TYPE), Some("ENOENT"));
+    assert_eq!(
+        text(missing, exectrace::ATTR_PROCESS_EXECUTABLE_PATH),
+        Some("/nonexistent/program")
+    );
+    assert_eq!(
+        text(missing, exectrace::ATTR_PROCESS_WORKING_DIRECTORY),
+        cwd.to_str()
+    );
+    assert_eq!(int(missing, exectrace::ATTR_PROCESS_PARENT_PID), Some(1));
+    assert_eq!(
+        int(
+            exit_of(&events, int(missing, exectrace::ATTR_PROCESS_PID).unwrap()),
+            exectrace::ATTR_PROCESS_EXIT_CODE
+        ),
+        Some(127)
+    );
+    assert!(!shell.attributes.contains_key(events::ATTR_ERROR_TYPE));
     let codes: Vec<_> = events
         .iter()
         .filter(|e| e.name == events::PROCESS_EXIT)
@@ -172,7 +188,7 @@ fn records_execs_and_every_exit_in_the_pid_namespace() {
     );
 
     // Only the namespace's processes: exactly the execs of the script.
-    assert_eq!(execs(&events).len(), 3, "{events:#?}");
+    assert_eq!(execs(&events).len(), 4, "{events:#?}");
     assert!(events.iter().all(|e| e.name != events::SENSOR_LOSS));
 }
 

@@ -733,7 +733,7 @@ fn many_cycles_with_kills_leave_nothing_behind() {
 }
 
 /// The seccomp tracer, which rootless sandboxes use, also records under root when asked for,
-/// failed exec attempts included.
+/// failed exec attempts included (the eBPF tracer records those too, with their errno).
 #[test]
 fn the_seccomp_exec_tracer_records_when_asked_for() {
     let fixture = Fixture::new(false);
@@ -779,8 +779,8 @@ fn the_seccomp_exec_tracer_records_when_asked_for() {
 fn an_exec_storm_of_ten_thousand_processes_is_recorded_whole() {
     let fixture = Fixture::new(false);
     fixture.ok(&["create", "--name", "storm", "img:1"]);
-    // busybox's own `true`, exec'd: the image has no /bin/true, and an exec that fails is
-    // not an exec for the eBPF tracer.
+    // busybox's own `true`, exec'd (the image has no /bin/true: the storm would be 10,000
+    // failed attempts).
     fixture.sh_ok(
         "storm",
         "i=0; while [ $i -lt 10000 ]; do /bin/busybox true; i=$((i+1)); done",
