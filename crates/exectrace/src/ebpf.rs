@@ -11,8 +11,8 @@
 //! What it guarantees:
 //!
 //! - every exec and every process exit in the pid namespace is seen from the moment
-//!   [`PreparedEbpf::start`] returns (the programs are attached before it does); the verifier
-//!   checks them in [`prepare_ebpf`], before there is a sandbox;
+//!   [`PreparedEbpf::start`] returns; the verifier checks the programs and they are attached
+//!   in [`prepare_ebpf`], before there is a sandbox;
 //! - an exec that fails is recorded as an attempt, as the seccomp tracer does, with its errno
 //!   (`error.type`, e.g. `ENOENT`, or `EACCES` for a path Landlock refuses): two small programs
 //!   on the `execve`/`execveat` syscall tracepoints keep the attempt's path and argv pointers
@@ -63,12 +63,13 @@ fn fail(what: &str, errno: Errno) -> EbpfError {
     EbpfError(format!("{what}: {errno}"))
 }
 
-/// The programs loaded and checked by the kernel, not attached yet: what can be done before
-/// the sandbox exists, so that a kernel that refuses them is known before anything starts.
+/// The programs loaded, checked by the kernel and attached, keeping no namespace yet: what can
+/// be done before the sandbox exists, so that a kernel that refuses them is known before
+/// anything starts.
 pub struct PreparedEbpf {
     ring: RingBuffer,
     attempts: OwnedFd,
-    tracepoints: SyscallTracepoints,
+    attached: Vec<Attached>,
     attempt_execve: OwnedFd,
     attempt_execveat: OwnedFd,
     failed: OwnedFd,
@@ -171,10 +172,32 @@ pub fn prepare_ebpf_with_ring(ring_bytes: usize) -> Result<PreparedEbpf, EbpfErr
         "hardbox_failed",
         programs::failed_exec_program(&offsets, maps),
     )?;
+    // Attached now, before there is a namespace to keep (until then the programs keep
+    // nothing), so that a kernel that refuses the attachment (a tracepoint takes at most 64
+    // programs through perf events) is known before the sandbox starts.
+    let ids = tracepoints;
+    let attach = |program: &OwnedFd, id: u64, name: &str| {
+        sys::bpf::attach_tracepoint(program.as_fd(), id)
+            .map(|events| Attached::Tracepoint { _events: events })
+            .map_err(|e| fail(&format!("attaching to {name}"), e))
+    };
+    // Exits first, and an attempt's result before the attempt: nothing is half seen.
+    let attached = vec![
+        sys::bpf::attach_raw_tracepoint(exit.as_fd(), "sched_process_exit")
+            .map(|link| Attached::Raw { _link: link })
+            .map_err(|e| fail("attaching to sched_process_exit", e))?,
+        attach(&failed, ids.exit_execve, "sys_exit_execve")?,
+        attach(&failed, ids.exit_execveat, "sys_exit_execveat")?,
+        attach(&attempt_execve, ids.enter_execve, "sys_enter_execve")?,
+        attach(&attempt_execveat, ids.enter_execveat, "sys_enter_execveat")?,
+        sys::bpf::attach_raw_tracepoint(exec.as_fd(), "sched_process_exec")
+            .map(|link| Attached::Raw { _link: link })
+            .map_err(|e| fail("attaching to sched_process_exec", e))?,
+    ];
     Ok(PreparedEbpf {
         ring,
         attempts,
-        tracepoints,
+        attached,
         attempt_execve,
         attempt_execveat,
         failed,
@@ -187,8 +210,8 @@ pub fn prepare_ebpf_with_ring(ring_bytes: usize) -> Result<PreparedEbpf, EbpfErr
 }
 
 impl PreparedEbpf {
-    /// Keeps the pid namespace of `pid_namespace` (an open `/proc/PID/ns/pid`), attaches the
-    /// programs and starts the thread, named `exec-tracer`, that records into `recorder`.
+    /// Keeps the pid namespace of `pid_namespace` (an open `/proc/PID/ns/pid`) and starts the
+    /// thread, named `exec-tracer`, that records into `recorder`.
     pub fn start(
         self,
         pid_namespace: &OwnedFd,
@@ -199,31 +222,9 @@ impl PreparedEbpf {
         let mut config = [0u8; programs::CONFIG_SIZE as usize];
         config[..8].copy_from_slice(&stat.st_dev.to_ne_bytes());
         config[8..].copy_from_slice(&stat.st_ino.to_ne_bytes());
-        sys::bpf::update(self.config.as_fd(), 0, &config).map_err(|e| fail("config map", e))?;
         let started = sys::bpf::monotonic_ns();
-        let attach = |program: &OwnedFd, id: u64, name: &str| {
-            sys::bpf::attach_tracepoint(program.as_fd(), id)
-                .map(|events| Attached::Tracepoint { _events: events })
-                .map_err(|e| fail(&format!("attaching to {name}"), e))
-        };
-        let ids = self.tracepoints;
-        // Exits first, and an attempt's result before the attempt: nothing is half seen.
-        let attached = vec![
-            sys::bpf::attach_raw_tracepoint(self.exit.as_fd(), "sched_process_exit")
-                .map(|link| Attached::Raw { _link: link })
-                .map_err(|e| fail("attaching to sched_process_exit", e))?,
-            attach(&self.failed, ids.exit_execve, "sys_exit_execve")?,
-            attach(&self.failed, ids.exit_execveat, "sys_exit_execveat")?,
-            attach(&self.attempt_execve, ids.enter_execve, "sys_enter_execve")?,
-            attach(
-                &self.attempt_execveat,
-                ids.enter_execveat,
-                "sys_enter_execveat",
-            )?,
-            sys::bpf::attach_raw_tracepoint(self.exec.as_fd(), "sched_process_exec")
-                .map(|link| Attached::Raw { _link: link })
-                .map_err(|e| fail("attaching to sched_process_exec", e))?,
-        ];
+        // From here the attached programs keep the namespace's processes.
+        sys::bpf::update(self.config.as_fd(), 0, &config).map_err(|e| fail("config map", e))?;
         let ring = self.ring;
         let setup = || -> io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
             let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
@@ -253,7 +254,7 @@ impl PreparedEbpf {
                 self.attempt_execveat,
                 self.failed,
             ],
-            attached,
+            attached: self.attached,
             started,
             realtime_offset: realtime_offset(),
             epoll,
