@@ -14,9 +14,11 @@
 //!   [`PreparedEbpf::start`] returns; the verifier checks the programs and they are attached
 //!   in [`prepare_ebpf`], before there is a sandbox;
 //! - an exec that fails is recorded as an attempt, as the seccomp tracer does, with its errno
-//!   (`error.type`, e.g. `ENOENT`, or `EACCES` for a path Landlock refuses): two small programs
-//!   on the `execve`/`execveat` syscall tracepoints keep the attempt's path and argv pointers
-//!   until the result, and a failure is read from the caller's memory, still intact;
+//!   (`error.type`, e.g. `ENOENT`, or `EACCES` for a path Landlock refuses): a program on the
+//!   `sys_enter` raw tracepoint keeps an exec attempt's path and argv pointers, and one on
+//!   `sys_exit` reads a failed attempt from the caller's memory, still intact. Both return at
+//!   their first comparison for any other syscall (or any success), so the rest of the host
+//!   pays one short program call per syscall while a sandbox runs;
 //! - events carry the time the kernel saw them;
 //! - processes that started before the tracer and never exec'd under it (the sandbox's init)
 //!   get no exit event; every other process does, including one that never exec'd;
@@ -69,9 +71,8 @@ fn fail(what: &str, errno: Errno) -> EbpfError {
 pub struct PreparedEbpf {
     ring: RingBuffer,
     attempts: OwnedFd,
-    attached: Vec<Attached>,
-    attempt_execve: OwnedFd,
-    attempt_execveat: OwnedFd,
+    attached: Vec<RawTracepoint>,
+    attempt: OwnedFd,
     failed: OwnedFd,
     config: OwnedFd,
     scratch: OwnedFd,
@@ -126,7 +127,6 @@ pub fn prepare_ebpf_with_ring(ring_bytes: usize) -> Result<PreparedEbpf, EbpfErr
         "hardbox_attempt",
     )
     .map_err(|e| fail("exec attempts map", e))?;
-    let tracepoints = SyscallTracepoints::find()?;
     let maps = Maps {
         config: config.as_raw_fd(),
         attempts: attempts.as_raw_fd(),
@@ -147,59 +147,30 @@ pub fn prepare_ebpf_with_ring(ring_bytes: usize) -> Result<PreparedEbpf, EbpfErr
     };
     let exec = load("hardbox_exec", programs::exec_program(&offsets, maps))?;
     let exit = load("hardbox_exit", programs::exit_program(&offsets, maps))?;
-    let load_tracepoint = |name: &str, code: Result<Vec<sys::bpf::Instruction>, String>| {
-        let code = code.map_err(EbpfError)?;
-        sys::bpf::load_program(sys::bpf::PROGRAM_TRACEPOINT, &code, name).map_err(|e| {
-            let lines: Vec<&str> = e.log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
-            EbpfError(format!(
-                "the kernel refused the {name} program ({}):\n{tail}",
-                e.errno
-            ))
-        })
-    };
-    // Offsets of filename and argv in the syscalls' tracepoint records (the syscall number,
-    // padded, then one 8-byte slot per argument; execveat's directory comes first).
-    let attempt_execve = load_tracepoint(
-        "hardbox_try",
-        programs::attempt_program(maps, 16, 24, false),
-    )?;
-    let attempt_execveat = load_tracepoint(
-        "hardbox_try_at",
-        programs::attempt_program(maps, 24, 32, true),
-    )?;
-    let failed = load_tracepoint(
+    let attempt = load("hardbox_try", programs::attempt_program(&offsets, maps))?;
+    let failed = load(
         "hardbox_failed",
         programs::failed_exec_program(&offsets, maps),
     )?;
     // Attached now, before there is a namespace to keep (until then the programs keep
-    // nothing), so that a kernel that refuses the attachment (a tracepoint takes at most 64
-    // programs through perf events) is known before the sandbox starts.
-    let ids = tracepoints;
-    let attach = |program: &OwnedFd, id: u64, name: &str| {
-        sys::bpf::attach_tracepoint(program.as_fd(), id)
-            .map(|events| Attached::Tracepoint { _events: events })
+    // nothing), so that a kernel that refuses the attachment is known before the sandbox
+    // starts.
+    let attach = |program: &OwnedFd, name: &str| {
+        sys::bpf::attach_raw_tracepoint(program.as_fd(), name)
             .map_err(|e| fail(&format!("attaching to {name}"), e))
     };
     // Exits first, and an attempt's result before the attempt: nothing is half seen.
     let attached = vec![
-        sys::bpf::attach_raw_tracepoint(exit.as_fd(), "sched_process_exit")
-            .map(|link| Attached::Raw { _link: link })
-            .map_err(|e| fail("attaching to sched_process_exit", e))?,
-        attach(&failed, ids.exit_execve, "sys_exit_execve")?,
-        attach(&failed, ids.exit_execveat, "sys_exit_execveat")?,
-        attach(&attempt_execve, ids.enter_execve, "sys_enter_execve")?,
-        attach(&attempt_execveat, ids.enter_execveat, "sys_enter_execveat")?,
-        sys::bpf::attach_raw_tracepoint(exec.as_fd(), "sched_process_exec")
-            .map(|link| Attached::Raw { _link: link })
-            .map_err(|e| fail("attaching to sched_process_exec", e))?,
+        attach(&exit, "sched_process_exit")?,
+        attach(&failed, "sys_exit")?,
+        attach(&attempt, "sys_enter")?,
+        attach(&exec, "sched_process_exec")?,
     ];
     Ok(PreparedEbpf {
         ring,
         attempts,
         attached,
-        attempt_execve,
-        attempt_execveat,
+        attempt,
         failed,
         config,
         scratch,
@@ -250,8 +221,7 @@ impl PreparedEbpf {
                 self.exec,
                 self.exit,
                 self.attempts,
-                self.attempt_execve,
-                self.attempt_execveat,
+                self.attempt,
                 self.failed,
             ],
             attached: self.attached,
@@ -290,62 +260,6 @@ pub fn spawn_ebpf(
 /// than the leader leaves its entry behind, which the least recently used order evicts).
 const ATTEMPTS: u32 = 4096;
 
-/// An attachment, undone when dropped.
-enum Attached {
-    Raw { _link: RawTracepoint },
-    Tracepoint { _events: sys::bpf::Tracepoint },
-}
-
-/// The ids of the exec syscalls' tracepoints, from tracefs.
-#[derive(Clone, Copy)]
-struct SyscallTracepoints {
-    enter_execve: u64,
-    enter_execveat: u64,
-    exit_execve: u64,
-    exit_execveat: u64,
-}
-
-impl SyscallTracepoints {
-    fn find() -> Result<SyscallTracepoints, EbpfError> {
-        let id = |name: &str| -> Result<u64, EbpfError> {
-            let mut last = String::new();
-            for tracefs in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-                let path = format!("{tracefs}/events/syscalls/{name}/id");
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        return text.trim().parse().map_err(|_| {
-                            EbpfError(format!("{path}: not a tracepoint id: {text:?}"))
-                        })
-                    }
-                    Err(err) => last = format!("{path}: {err}"),
-                }
-            }
-            Err(EbpfError(format!(
-                "no tracefs with the syscall tracepoints ({last})"
-            )))
-        };
-        Ok(SyscallTracepoints {
-            enter_execve: id("sys_enter_execve")?,
-            enter_execveat: id("sys_enter_execveat")?,
-            exit_execve: id("sys_exit_execve")?,
-            exit_execveat: id("sys_exit_execveat")?,
-        })
-    }
-}
-
-/// Detaches every program, each on a thread of its own: closing a syscall tracepoint's last
-/// perf event waits for the kernel's tracepoint grace periods (about 60 ms each here), which
-/// then overlap instead of adding up.
-fn detach(attached: Vec<Attached>) {
-    let closers: Vec<_> = attached
-        .into_iter()
-        .map(|attachment| std::thread::Builder::new().spawn(move || drop(attachment)))
-        .collect();
-    for closer in closers.into_iter().flatten() {
-        let _ = closer.join();
-    }
-}
-
 /// CLOCK_REALTIME minus CLOCK_MONOTONIC now, in ns.
 fn realtime_offset() -> u64 {
     let realtime = std::time::SystemTime::now()
@@ -363,8 +277,8 @@ struct Reader {
     ring: RingBuffer,
     lost_map: OwnedFd,
     /// The maps and the programs, alive while attached.
-    _kept: [OwnedFd; 8],
-    attached: Vec<Attached>,
+    _kept: [OwnedFd; 7],
+    attached: Vec<RawTracepoint>,
     /// When the programs were attached (CLOCK_MONOTONIC ns).
     started: u64,
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns: events are stamped with when the kernel
@@ -389,7 +303,7 @@ impl Reader {
     fn run(mut self) -> TraceStats {
         let stopped_by = self.serve();
         // Detach, then take what the programs wrote before.
-        detach(std::mem::take(&mut self.attached));
+        self.attached.clear();
         self.drain();
         self.flush();
         self.report_losses();

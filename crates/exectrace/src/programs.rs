@@ -75,6 +75,8 @@ pub struct Offsets {
     mount_mountpoint: i32,
     vfsmount_root: i32,
     binprm_filename: i32,
+    /// Where a syscall's first three arguments are in `struct pt_regs`.
+    syscall_arguments: [i32; 3],
     /// Whether `sched_process_exit` passes `group_dead` (Linux 6.16+); without it, a process's
     /// exit is its leader thread's.
     exit_has_group_dead: bool,
@@ -108,9 +110,28 @@ impl Offsets {
             mount_mountpoint: at("mount", "mnt_mountpoint")?,
             vfsmount_root: at("vfsmount", "mnt_root")?,
             binprm_filename: at("linux_binprm", "filename")?,
+            syscall_arguments: syscall_arguments(btf)?,
             exit_has_group_dead: btf.tracepoint_arguments("sched_process_exit")? >= 2,
         })
     }
+}
+
+/// The syscall numbers of `execve` and `execveat` on this architecture.
+#[cfg(target_arch = "x86_64")]
+const EXEC_SYSCALLS: (i32, i32) = (59, 322);
+#[cfg(target_arch = "aarch64")]
+const EXEC_SYSCALLS: (i32, i32) = (221, 281);
+
+/// Where the registers holding a syscall's first three arguments are in `struct pt_regs`.
+#[cfg(target_arch = "x86_64")]
+fn syscall_arguments(btf: &Btf) -> Result<[i32; 3], BtfError> {
+    let at = |member: &str| btf.offset_of("pt_regs", member).map(|o| o as i32);
+    Ok([at("di")?, at("si")?, at("dx")?])
+}
+#[cfg(target_arch = "aarch64")]
+fn syscall_arguments(btf: &Btf) -> Result<[i32; 3], BtfError> {
+    let regs = btf.offset_of("pt_regs", "regs")? as i32;
+    Ok([regs, regs + 8, regs + 16])
 }
 
 /// The maps the programs use.
@@ -145,8 +166,11 @@ const SLOT_ARGV: i16 = -120;
 const SLOT_RET: i16 = -128;
 const SLOT_SYSCALL: i16 = -136;
 const SLOT_ARG_INDEX: i16 = -144;
-/// The attempts map's value: filename and argv pointers, and 1 for `execveat`.
-pub const ATTEMPT_SIZE: u32 = 24;
+const SLOT_START: i16 = -152;
+const SLOT_VALUE: i16 = -192;
+/// The attempts map's value: filename and argv pointers, 1 for `execveat`, and the task's
+/// start time.
+pub const ATTEMPT_SIZE: u32 = 32;
 /// The most argv entries of a failed exec read, and the most bytes of one.
 const FAILED_ARGS: i32 = 64;
 const FAILED_ARG_MAX: i32 = 4096;
@@ -209,6 +233,7 @@ pub fn exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
     let mut asm = Asm::new();
     asm.mov(R6, R1);
     start_record(&mut asm, maps, KIND_EXEC);
+    forget_attempt(&mut asm, maps);
     parent(&mut asm, o);
     path_from_binprm(&mut asm, o);
     arguments_from_image(&mut asm, o);
@@ -461,31 +486,53 @@ pub fn exit_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, S
     asm.finish()
 }
 
-/// The program on `syscalls/sys_enter_execve` (or `execveat`, whose arguments are one slot
-/// further): keeps the path and argv pointers of an exec attempt of the namespace until its
-/// result is known. `filename` and `argv` are the offsets of those fields in the tracepoint's
-/// record.
-pub fn attempt_program(
-    maps: Maps,
-    filename: i16,
-    argv: i16,
-    execveat: bool,
-) -> Result<Vec<Instruction>, String> {
+/// The program on the `sys_enter` raw tracepoint (arguments: the registers, the syscall
+/// number): for an `execve` or `execveat` of the namespace, keeps the path and argv pointers
+/// and the task's start time until the result is known. Every other syscall returns at the
+/// first comparison.
+pub fn attempt_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, String> {
+    let o = offsets;
+    let [first, second, third] = o.syscall_arguments;
     let mut asm = Asm::new();
-    asm.mov(R6, R1);
+    asm.mov(R6, R1)
+        .load(Size::DW, R1, R6, 8)
+        .jump_if_imm(R1, Cond::Eq, EXEC_SYSCALLS.0, "execve")
+        .jump_if_imm(R1, Cond::Eq, EXEC_SYSCALLS.1, "execveat")
+        .jump("out")
+        .label("execve")
+        .store_imm(Size::DW, FP, SLOT_SYSCALL, 0)
+        .store_imm(Size::DW, FP, SLOT_A, first)
+        .store_imm(Size::DW, FP, SLOT_B, second)
+        .jump("chosen")
+        .label("execveat")
+        .store_imm(Size::DW, FP, SLOT_SYSCALL, 1)
+        .store_imm(Size::DW, FP, SLOT_A, second)
+        .store_imm(Size::DW, FP, SLOT_B, third)
+        .label("chosen");
     filter(&mut asm, maps);
-    asm.load(Size::DW, R1, R6, filename)
-        .store(Size::DW, FP, SLOT_RET, R1)
-        .load(Size::DW, R1, R6, argv)
-        .store(Size::DW, FP, SLOT_RET + 8, R1)
-        .store_imm(Size::DW, FP, SLOT_RET + 16, i32::from(execveat))
+    // The value: filename, argv, execveat, start time (SLOT_VALUE up to SLOT_VALUE + 32).
+    asm.load(Size::DW, R1, R6, 0)
+        .load(Size::DW, R2, FP, SLOT_A)
+        .add(R1, R2);
+    read_kernel(&mut asm, R1, R1, 0, Size::DW);
+    asm.store(Size::DW, FP, SLOT_VALUE, R1)
+        .load(Size::DW, R1, R6, 0)
+        .load(Size::DW, R2, FP, SLOT_B)
+        .add(R1, R2);
+    read_kernel(&mut asm, R1, R1, 0, Size::DW);
+    asm.store(Size::DW, FP, SLOT_VALUE + 8, R1)
+        .load(Size::DW, R1, FP, SLOT_SYSCALL)
+        .store(Size::DW, FP, SLOT_VALUE + 16, R1)
+        .call(helper::GET_CURRENT_TASK);
+    read_kernel(&mut asm, R1, R0, o.task_start_time, Size::DW);
+    asm.store(Size::DW, FP, SLOT_VALUE + 24, R1)
         .call(helper::GET_CURRENT_PID_TGID)
         .store(Size::DW, FP, SLOT_TASK_KEY, R0)
         .load_map(R1, maps.attempts)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SLOT_TASK_KEY))
         .mov(R3, FP)
-        .add_imm(R3, i32::from(SLOT_RET))
+        .add_imm(R3, i32::from(SLOT_VALUE))
         .mov_imm(R4, 0)
         .call(helper::MAP_UPDATE_ELEM)
         .label("out")
@@ -494,13 +541,28 @@ pub fn attempt_program(
     asm.finish()
 }
 
-/// The program on `syscalls/sys_exit_execve` and `sys_exit_execveat`: a failed attempt of the
-/// namespace becomes a record with its path, argv (read from the caller's memory, still
-/// there), errno, working directory and parent.
+/// Forgets the current task's exec attempt (its exec succeeded).
+fn forget_attempt(asm: &mut Asm, maps: Maps) {
+    asm.call(helper::GET_CURRENT_PID_TGID)
+        .store(Size::DW, FP, SLOT_TASK_KEY, R0)
+        .load_map(R1, maps.attempts)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(SLOT_TASK_KEY))
+        .call(helper::MAP_DELETE_ELEM);
+}
+
+/// The program on the `sys_exit` raw tracepoint (arguments: the registers, the result): a
+/// failed syscall of a task with an exec attempt kept is that attempt's failure, recorded with
+/// its path, argv (read from the caller's memory, still there), errno, working directory and
+/// parent. Syscalls that succeed return at the first comparison; an attempt whose task's start
+/// time differs (its thread id reused after a non-leader's exec) is dropped.
 pub fn failed_exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruction>, String> {
     let o = offsets;
     let mut asm = Asm::new();
     asm.mov(R6, R1)
+        .load(Size::DW, R1, R6, 8)
+        .jump_if_imm(R1, Cond::Sgt, -1, "out")
+        .store(Size::DW, FP, SLOT_RET, R1)
         .call(helper::GET_CURRENT_PID_TGID)
         .store(Size::DW, FP, SLOT_TASK_KEY, R0)
         .load_map(R1, maps.attempts)
@@ -514,15 +576,16 @@ pub fn failed_exec_program(offsets: &Offsets, maps: Maps) -> Result<Vec<Instruct
         .store(Size::DW, FP, SLOT_ARGV, R1)
         .load(Size::DW, R1, R0, 16)
         .store(Size::DW, FP, SLOT_SYSCALL, R1)
+        .load(Size::DW, R1, R0, 24)
+        .store(Size::DW, FP, SLOT_START, R1)
         .load_map(R1, maps.attempts)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SLOT_TASK_KEY))
         .call(helper::MAP_DELETE_ELEM)
-        // The syscall's result: only failures are recorded here (a success is the exec
-        // program's).
-        .load(Size::DW, R1, R6, 16)
-        .jump_if_imm(R1, Cond::Sgt, -1, "out")
-        .store(Size::DW, FP, SLOT_RET, R1);
+        .call(helper::GET_CURRENT_TASK);
+    read_kernel(&mut asm, R1, R0, o.task_start_time, Size::DW);
+    asm.load(Size::DW, R2, FP, SLOT_START)
+        .jump_if(R1, Cond::Ne, R2, "out");
     start_record(&mut asm, maps, KIND_FAILED_EXEC);
     asm.load(Size::DW, R1, FP, SLOT_RET)
         .mov_imm(R2, 0)

@@ -64,6 +64,7 @@ fn doctor_json_has_one_entry_per_layer_with_status_reason_and_hint() {
         "no_new_privs",
         "overlayfs",
         "idmapped_mounts",
+        "exec_feed_ebpf",
         "kvm",
     ] {
         check(&report, name);
@@ -86,6 +87,10 @@ fn doctor_reports_this_root_host_fully_enforceable() {
         assert_eq!(entry["status"], "ok", "{entry:#}");
         assert_eq!(entry["required"], true, "{name}");
     }
+    // As root, execs are recorded by eBPF programs; they are not required.
+    let feed = check(&report, "exec_feed_ebpf");
+    assert_eq!(feed["status"], "ok", "{feed:#}");
+    assert_eq!(feed["required"], false);
     let landlock = check(&report, "landlock");
     assert!(
         landlock["facts"]["abi"].as_i64().unwrap() >= 1,

@@ -115,6 +115,7 @@ pub fn run(args: &DoctorArgs) -> Result<u8> {
     checks.push(no_new_privs());
     checks.push(overlayfs());
     checks.push(idmapped_mounts());
+    checks.push(exec_feed_ebpf(root_user));
     checks.push(kvm());
 
     let unenforceable: Vec<&'static str> = checks
@@ -700,6 +701,35 @@ fn idmapped_mounts() -> Check {
     Check::new("idmapped_mounts", false, status, detail)
         .hint("put the workspace on ext4, xfs or btrfs; without idmapped mounts the workspace keeps host ownership")
         .facts(json!({ "kernel": release }))
+}
+
+/// Whether long-lived sandboxes can record execs with eBPF programs (as root), which stop
+/// nothing, rather than with seccomp notifications, which stop every exec for a round trip.
+/// The programs are loaded and attached, then dropped.
+fn exec_feed_ebpf(root_user: bool) -> Check {
+    let (status, detail) = if !root_user {
+        (
+            Status::Missing,
+            "needs root; sandboxes record execs through seccomp notifications".to_owned(),
+        )
+    } else {
+        match exectrace::prepare_ebpf() {
+            Ok(prepared) => {
+                drop(prepared);
+                (
+                    Status::Ok,
+                    "the kernel took the exec and exit programs (BTF, tracepoints, ring buffer)"
+                        .to_owned(),
+                )
+            }
+            Err(err) => (Status::Missing, err.to_string()),
+        }
+    };
+    Check::new("exec_feed_ebpf", false, status, detail).hint(
+        "sandboxes record every exec through the seccomp tracer instead, which costs each exec \
+         a round trip to the supervisor; as root, a kernel with BTF (CONFIG_DEBUG_INFO_BTF) and \
+         tracefs lets them use eBPF",
+    )
 }
 
 fn kvm() -> Check {
