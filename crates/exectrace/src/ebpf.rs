@@ -1,9 +1,9 @@
-//! The root tracer: execs and exits from eBPF programs on the scheduler's tracepoints.
+//! The root tracer: execs and exits from eBPF programs on kernel tracepoints.
 //!
 //! Why it exists: the seccomp tracer stops every exec until the tracer answers, a round trip
-//! that costs an exec storm about a fifth of its speed. As root, programs on
-//! `sched_process_exec` and `sched_process_exit` record the same facts without stopping
-//! anything: the exec'd path, argv (read from the new image, where exec laid it out), the
+//! that costs an exec storm about a fifth of its speed. As root, programs on the scheduler's
+//! `sched_process_exec` and `sched_process_exit` tracepoints record the same facts without
+//! stopping anything: the exec'd path, argv (read from the new image, where exec laid it out), the
 //! working directory (walked up through dentries and mounts to the process's root), the pids
 //! and parent's pid in the sandbox's pid namespace, and at exit the wait status. They write to
 //! a ring buffer that this thread drains in batches.

@@ -1,5 +1,7 @@
-//! The root tracer's eBPF programs: one on `sched_process_exec`, one on `sched_process_exit`,
-//! both keeping only the processes of one pid namespace.
+//! The root tracer's eBPF programs, all keeping only the processes of one pid namespace: one on
+//! `sched_process_exec`, one on `sched_process_exit`, and for failed exec attempts one on
+//! `sys_enter` (which keeps an attempt's pointers) and one on `sys_exit` (which records it if
+//! the syscall failed).
 //!
 //! Records, in the ring buffer (native byte order):
 //!
@@ -12,6 +14,8 @@
 //!       64: path, then argv (NUL-separated), then cwd components leaf first, each with a NUL
 //! exit: 0 u32 kind = 2 | 4 u32 tgid | 8 u32 tid | 12 - | 16 u64 time | 24 u32 host tgid
 //!       28 u32 wait status | 32 u64 the process's start time (CLOCK_MONOTONIC ns)
+//! failed exec: kind = 3, as exec, with 28 u32 errno, 52 u32 1 for execveat, and the path in a
+//!       region of PATH_MAX bytes (ended by a NUL), argv after it
 //! ```
 
 use crate::asm::{helper, Asm, Cond, Size, FP, R0, R1, R2, R3, R4, R6, R7, R8, R9};
