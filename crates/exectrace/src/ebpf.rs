@@ -32,18 +32,19 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use events::{Event, Recorded, Recorder};
+use events::{Event, Recorder};
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{eventfd, EventfdFlags};
 use sys::bpf::{RawTracepoint, RingBuffer};
 use sys::Errno;
 
+use crate::batch::Batch;
 use crate::btf::Btf;
 use crate::programs::{self, Maps, Offsets};
 use crate::remote::Arguments;
-use crate::tracer::{exec_event, exit_event, ExecRecord, BATCH, BATCH_DELAY};
+use crate::tracer::{exec_event, exit_event, ExecRecord};
 use crate::{StopReason, TraceOptions, TraceStats, TracerHandle};
 
 /// The ring buffer's size: room for a burst of several thousand execs between two drains.
@@ -229,14 +230,11 @@ impl PreparedEbpf {
             realtime_offset: realtime_offset(),
             epoll,
             stop: stop_for_thread,
-            recorder,
+            batch: Batch::new(recorder),
             options,
             execs_at: HashMap::new(),
-            batch: Vec::with_capacity(BATCH),
-            batch_since: None,
             execs: 0,
             exits: 0,
-            lost: 0,
             reported_losses: 0,
         };
         let thread = std::thread::Builder::new()
@@ -286,15 +284,12 @@ struct Reader {
     realtime_offset: u64,
     epoll: OwnedFd,
     stop: OwnedFd,
-    recorder: Recorder,
     options: TraceOptions,
     /// The last exec of each process (by tgid in the namespace), in CLOCK_MONOTONIC ns.
     execs_at: HashMap<u32, u64>,
-    batch: Vec<Event>,
-    batch_since: Option<Instant>,
+    batch: Batch,
     execs: u64,
     exits: u64,
-    lost: u64,
     /// Records the programs dropped, as last reported.
     reported_losses: u64,
 }
@@ -307,12 +302,11 @@ impl Reader {
         self.drain();
         self.flush();
         self.report_losses();
-        self.flush();
-        self.lost += self.reported_losses;
+        self.batch.flush();
         TraceStats {
             execs: self.execs,
             exits: self.exits,
-            lost: self.lost,
+            lost: self.batch.lost + self.reported_losses,
             stopped_by,
         }
     }
@@ -324,9 +318,10 @@ impl Reader {
         };
         let mut ready = [empty; 4];
         loop {
-            let timeout = self.batch_since.map(|since| rustix::event::Timespec {
+            let timeout = self.batch.wait().map(|delay| rustix::event::Timespec {
                 tv_sec: 0,
-                tv_nsec: i64::from(BATCH_DELAY.saturating_sub(since.elapsed()).subsec_nanos()),
+                // Below BATCH_DELAY: fits and stays under a second.
+                tv_nsec: i64::from(delay.subsec_nanos()),
             });
             let count = match epoll::wait(&self.epoll, &mut ready[..], timeout.as_ref()) {
                 Ok(count) => count,
@@ -337,11 +332,7 @@ impl Reader {
                 return StopReason::Requested;
             }
             let drained = self.drain();
-            if self.batch.len() >= BATCH
-                || self
-                    .batch_since
-                    .is_some_and(|since| since.elapsed() >= BATCH_DELAY)
-            {
+            if self.batch.is_due() {
                 self.flush();
             }
             if drained > 1 {
@@ -378,7 +369,7 @@ impl Reader {
                 self.execs_at.insert(exec.1, exec.2);
                 self.execs += 1;
                 let event = exec_event(exec.0, &self.options).at(exec.2 + self.realtime_offset);
-                self.record(event);
+                self.batch.push(event);
             }
         } else if kind == programs::KIND_FAILED_EXEC {
             if let Some((mut exec, _, at)) = parse_exec(record, &self.options) {
@@ -391,7 +382,7 @@ impl Reader {
                         events::ATTR_ERROR_TYPE,
                         sys::errno::name(errno).unwrap_or("unknown"),
                     );
-                self.record(event);
+                self.batch.push(event);
             }
         } else if kind == programs::KIND_EXIT && record.len() >= programs::EXIT_RECORD {
             let tgid = u32_at(record, 4);
@@ -408,15 +399,8 @@ impl Reader {
             self.exits += 1;
             let event =
                 exit_event(tgid, duration, Some(status as i32)).at(at + self.realtime_offset);
-            self.record(event);
+            self.batch.push(event);
         }
-    }
-
-    fn record(&mut self, event: Event) {
-        if self.batch.is_empty() {
-            self.batch_since = Some(Instant::now());
-        }
-        self.batch.push(event);
     }
 
     /// Records a [`events::SENSOR_LOSS`] event for records the programs dropped since the
@@ -428,27 +412,22 @@ impl Reader {
             self.reported_losses = dropped;
             let event = Event::new(events::SENSOR_LOSS)
                 .severity(events::Severity::Warn)
-                .with(events::ATTR_SENSOR_NAME, self.recorder.sensor())
+                .with(events::ATTR_SENSOR_NAME, self.batch.sensor())
                 .with(events::ATTR_ERROR_TYPE, "ring_buffer_full")
                 .with(
                     events::ATTR_LOST_COUNT,
                     i64::try_from(count).unwrap_or(i64::MAX),
                 );
-            self.record(event);
+            self.batch.push(event);
         }
     }
 
     fn flush(&mut self) {
-        if self.batch.len() >= BATCH {
+        if self.batch.is_full() {
             // Under load: the programs' loss counter is read once per full batch.
             self.report_losses();
         }
-        for event in self.batch.drain(..) {
-            if self.recorder.record(event) == Recorded::Dropped {
-                self.lost += 1;
-            }
-        }
-        self.batch_since = None;
+        self.batch.flush();
     }
 
     /// Records the programs could not write for want of room.

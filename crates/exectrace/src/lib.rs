@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 mod asm;
+mod batch;
 mod btf;
 mod ebpf;
 mod filter;

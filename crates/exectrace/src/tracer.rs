@@ -20,8 +20,8 @@
 //! - pidfds are handled before notifications of the same wake-up, and an exec whose pid is
 //!   still listed checks that the listed process is alive, so a process that ended is recorded
 //!   and forgotten before a new process with its pid is listed;
-//! - events are handed to the recorder in batches (at most [`BATCH`] events, at most
-//!   [`BATCH_DELAY`] after the first), so the spool's writer wakes once per batch rather than
+//! - events are handed to the recorder in batches (`batch.rs`: at most 64 events, at most
+//!   10 ms after the first), so the spool's writer wakes once per batch rather than
 //!   once per event; whatever is held is handed over before the thread ends;
 //! - the thread ends when the listener hangs up (every process that had the filter is gone and
 //!   reaped) or when [`TracerHandle::stop`] asks it to, after answering what is pending.
@@ -32,12 +32,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use events::{Event, Recorded, Recorder, Value};
+use events::{Event, Recorder, Value};
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{eventfd, EventfdFlags};
 use sys::notify::{Listener, Notification};
 use sys::Errno;
 
+use crate::batch::Batch;
 use crate::filter::{Arch, ExitSource};
 use crate::procfs::{Proc, Status};
 use crate::remote::{self, Memory};
@@ -172,7 +173,6 @@ pub fn spawn(
         arch,
         exit_source: ExitSource::detect(),
         listener,
-        recorder,
         options,
         pids,
         epoll,
@@ -182,11 +182,9 @@ pub fn spawn(
         strings: Memory::new(),
         processes: HashMap::new(),
         parents: HashMap::new(),
-        batch: Vec::with_capacity(BATCH),
-        batch_since: None,
+        batch: Batch::new(recorder),
         execs: 0,
         exits: 0,
-        lost: 0,
     };
     let thread = std::thread::Builder::new()
         .name("exec-tracer".to_owned())
@@ -217,11 +215,6 @@ const LISTENER: u64 = 0;
 const STOP: u64 = 1;
 const PIDFD: u64 = 2;
 
-/// The most events held before they are handed to the recorder.
-pub(crate) const BATCH: usize = 64;
-/// The longest an event is held before it is handed to the recorder.
-pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(10);
-
 /// A process that exec'd and has not been seen to exit.
 struct Traced {
     sandbox_pid: u32,
@@ -236,7 +229,6 @@ struct Tracer {
     arch: Arch,
     exit_source: ExitSource,
     listener: Listener,
-    recorder: Recorder,
     options: TraceOptions,
     pids: Pids,
     epoll: OwnedFd,
@@ -251,12 +243,10 @@ struct Tracer {
     /// their own namespace, its number of levels, and a pidfd that tells whether the pid still
     /// names them. Saves reading their `status` for every child.
     parents: HashMap<u32, (u32, usize, OwnedFd)>,
-    /// Events not yet handed to the recorder, and when the first of them was held.
-    batch: Vec<Event>,
-    batch_since: Option<Instant>,
+    /// Events not yet handed to the recorder.
+    batch: Batch,
     execs: u64,
     exits: u64,
-    lost: u64,
 }
 
 /// An exec as read, before it is recorded.
@@ -292,11 +282,11 @@ impl Tracer {
                 self.process_exited(pid);
             }
         }
-        self.flush();
+        self.batch.flush();
         TraceStats {
             execs: self.execs,
             exits: self.exits,
-            lost: self.lost,
+            lost: self.batch.lost,
             stopped_by,
         }
     }
@@ -322,8 +312,7 @@ impl Tracer {
             let timeout = if stopping {
                 Some(Duration::ZERO)
             } else {
-                self.batch_since
-                    .map(|since| BATCH_DELAY.saturating_sub(since.elapsed()))
+                self.batch.wait()
             };
             let timeout = timeout.map(|delay| rustix::event::Timespec {
                 tv_sec: 0,
@@ -339,7 +328,7 @@ impl Tracer {
                 if stopping {
                     return StopReason::Requested;
                 }
-                self.flush();
+                self.batch.flush();
                 continue;
             }
             let mut listener = None;
@@ -367,12 +356,8 @@ impl Tracer {
                     return StopReason::HangUp;
                 }
             }
-            if self.batch.len() >= BATCH
-                || self
-                    .batch_since
-                    .is_some_and(|since| since.elapsed() >= BATCH_DELAY)
-            {
-                self.flush();
+            if self.batch.is_due() {
+                self.batch.flush();
             }
         }
     }
@@ -394,24 +379,6 @@ impl Tracer {
     /// leaves nothing to do.
     fn answer(&mut self, id: u64) -> bool {
         self.listener.continue_syscall(id).is_ok()
-    }
-
-    /// Holds `event` for the next batch.
-    fn record(&mut self, event: Event) {
-        if self.batch.is_empty() {
-            self.batch_since = Some(Instant::now());
-        }
-        self.batch.push(event);
-    }
-
-    /// Hands the held events to the recorder.
-    fn flush(&mut self) {
-        for event in self.batch.drain(..) {
-            if self.recorder.record(event) == Recorded::Dropped {
-                self.lost += 1;
-            }
-        }
-        self.batch_since = None;
     }
 
     fn exec(&mut self, notification: &Notification, execveat: bool) {
@@ -457,7 +424,7 @@ impl Tracer {
         }
         self.execs += 1;
         let event = exec_event(exec.record, &self.options);
-        self.record(event);
+        self.batch.push(event);
     }
 
     /// Reads an exec's process, path, argv and working directory, and opens a pidfd for a
@@ -673,7 +640,7 @@ impl Tracer {
             );
         }
         self.exits += 1;
-        self.record(event);
+        self.batch.push(event);
     }
 
     /// Records the exit of listed process `pid` if it was reaped: its pid is being reused, and
@@ -741,7 +708,7 @@ impl Tracer {
         let status = self.exit_status(pid, pidfd);
         let event = exit_event(traced.sandbox_pid, milliseconds(traced.exec_at), status);
         self.exits += 1;
-        self.record(event);
+        self.batch.push(event);
     }
 }
 

@@ -4,9 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::{args, exec_with, execs, exit_of, int, spool_events, text};
 use events::{Event, Value};
 
 const RUN: &str = env!("CARGO_BIN_EXE_exectrace-run");
@@ -16,60 +19,6 @@ fn require_root() {
         rustix::process::geteuid().is_root(),
         "the eBPF tracer needs root (CI runs as root): run these tests with sudo"
     );
-}
-
-fn events_of(dir: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(dir.join(events::SPOOL_FILE)).unwrap();
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
-fn int(event: &Event, key: &str) -> Option<i64> {
-    match event.attributes.get(key) {
-        Some(Value::Int(value)) => Some(*value),
-        _ => None,
-    }
-}
-
-fn text<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
-    match event.attributes.get(key) {
-        Some(Value::String(value)) => Some(value),
-        _ => None,
-    }
-}
-
-fn args(event: &Event) -> Vec<&str> {
-    match event.attributes.get(exectrace::ATTR_PROCESS_COMMAND_ARGS) {
-        Some(Value::StringArray(values)) => values.iter().map(String::as_str).collect(),
-        other => panic!("no command args: {other:?}"),
-    }
-}
-
-fn execs(events: &[Event]) -> Vec<&Event> {
-    events
-        .iter()
-        .filter(|e| e.name == events::PROCESS_EXEC)
-        .collect()
-}
-
-fn exec_with<'a>(events: &'a [Event], argv: &[&str]) -> &'a Event {
-    let found: Vec<_> = execs(events)
-        .into_iter()
-        .filter(|e| args(e) == argv)
-        .collect();
-    assert_eq!(found.len(), 1, "execs of {argv:?} in {events:#?}");
-    found[0]
-}
-
-fn exit_of(events: &[Event], pid: i64) -> &Event {
-    let exits: Vec<_> = events
-        .iter()
-        .filter(|e| e.name == events::PROCESS_EXIT)
-        .filter(|e| int(e, exectrace::ATTR_PROCESS_PID) == Some(pid))
-        .collect();
-    assert_eq!(exits.len(), 1, "exits of {pid}: {exits:#?}");
-    exits[0]
 }
 
 /// Runs `exectrace-run --bpf [flags] --events DIR/events -- command` in `dir`; returns its
@@ -92,7 +41,7 @@ fn trace(dir: &Path, flags: &[&str], command: &[&str]) -> (Output, String, Vec<E
         .find(|line| line.starts_with("{\"execs\""))
         .unwrap_or_else(|| panic!("no totals in stderr: {stderr}"))
         .to_owned();
-    let events = events_of(&dir.join("events"));
+    let events = spool_events(&dir.join("events"));
     (output, totals, events)
 }
 

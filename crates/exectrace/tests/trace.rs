@@ -6,12 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{args, exec_with, execs, exit_of, int, spool_events, text};
 use events::{Event, Value};
 use exectrace::{StopReason, TraceOptions, TraceStats};
 
@@ -31,63 +34,6 @@ fn scratch() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     dir
-}
-
-/// The events of the spool in `dir`.
-fn spool_events(dir: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(dir.join(events::SPOOL_FILE)).unwrap();
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
-fn int(event: &Event, key: &str) -> Option<i64> {
-    match event.attributes.get(key) {
-        Some(Value::Int(value)) => Some(*value),
-        _ => None,
-    }
-}
-
-fn text<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
-    match event.attributes.get(key) {
-        Some(Value::String(value)) => Some(value),
-        _ => None,
-    }
-}
-
-fn args(event: &Event) -> Vec<&str> {
-    match event.attributes.get(exectrace::ATTR_PROCESS_COMMAND_ARGS) {
-        Some(Value::StringArray(values)) => values.iter().map(String::as_str).collect(),
-        other => panic!("no command args: {other:?}"),
-    }
-}
-
-fn execs(events: &[Event]) -> Vec<&Event> {
-    events
-        .iter()
-        .filter(|e| e.name == events::PROCESS_EXEC)
-        .collect()
-}
-
-/// The one exit event of `pid`.
-fn exit_of(events: &[Event], pid: i64) -> &Event {
-    let exits: Vec<_> = events
-        .iter()
-        .filter(|e| e.name == events::PROCESS_EXIT)
-        .filter(|e| int(e, exectrace::ATTR_PROCESS_PID) == Some(pid))
-        .collect();
-    assert_eq!(exits.len(), 1, "exits of {pid}: {exits:#?}");
-    exits[0]
-}
-
-/// The one exec event whose argv is `argv`.
-fn exec_with<'a>(events: &'a [Event], argv: &[&str]) -> &'a Event {
-    let found: Vec<_> = execs(events)
-        .into_iter()
-        .filter(|e| args(e) == argv)
-        .collect();
-    assert_eq!(found.len(), 1, "execs of {argv:?} in {events:#?}");
-    found[0]
 }
 
 /// Whether the kernel keeps a reaped process's exit status for its pidfd (6.15+); without it
